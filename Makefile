@@ -1,0 +1,53 @@
+# hubstream: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+HOME_DIR := $(or $(HUBSTREAM_HOME),$(CURDIR)/.local)
+VENV := $(HOME_DIR)/venv
+BIN := $(VENV)/bin
+STACK := $(PYTHON) deploy/local/stack.py
+
+.PHONY: help install up down status clean demo test unit integration lint bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Virtualenv with hubstream and its pinned dependencies; Kafka jars; PostgreSQL
+
+$(VENV)/.installed: pyproject.toml
+	@mkdir -p $(HOME_DIR)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+up: install ## Start Kafka, PostgreSQL and the schema registry (idempotent; waits until each answers)
+	$(STACK) up
+	$(BIN)/hubstream topics create
+
+down: ## Stop everything the project started
+	$(STACK) down
+
+status: ## Show each part of the local stack and whether it answers
+	$(STACK) status
+
+clean: ## Stop and remove local state (keeps downloaded jars)
+	$(STACK) clean
+
+demo: up ## THE FIRST COMMAND: simulate a county, run the pipeline, print alerts, tracker and flags
+	$(BIN)/hubstream demo
+
+test: up ## THE SECOND COMMAND: lint, type-check, unit tests and integration tests on the real stack
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest
+
+unit: install ## Unit tests only (no broker, no database)
+	$(BIN)/python -m pytest tests/unit
+
+lint: install ## ruff, mypy and the import-layer contracts
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: up ## Benchmarks on the local stack; prints a table and writes bench/results/*.json
+	$(BIN)/python -m bench

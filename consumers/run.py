@@ -1,0 +1,61 @@
+"""Composition root for the case-store consumers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from consumers import db
+from consumers.health import HealthHandler
+from consumers.hub import HubHandler
+from consumers.sink import Handler, SinkStats, TransactionalSink
+from hubstream import kafka, topics
+from hubstream.deadletter import DeadLetters
+from hubstream.serde import serde_for
+from hubstream.settings import Settings
+
+STORES: dict[str, tuple[Callable[[], Handler], dict[str, tuple[str, ...]]]] = {
+    "hub": (
+        HubHandler,
+        {topics.ALERTS.name: ("Alert",), topics.HUB_DECISIONS.name: ("HubDecision",)},
+    ),
+    "health": (HealthHandler, {topics.HEALTH_FLAGS.name: ("HealthCseFlag",)}),
+}
+
+
+def prepare_database(settings: Settings) -> list[str]:
+    """Apply migrations as the owning role; consumers themselves run with least privilege."""
+    conn = db.connect(settings.pg_dsn, attempts=30)
+    try:
+        return db.migrate(conn)
+    finally:
+        conn.close()
+
+
+def build_sink(settings: Settings, store: str, *, group_id: str | None = None, batch_size: int = 1000) -> TransactionalSink:
+    if store not in STORES:
+        raise ValueError(f"store must be one of {sorted(STORES)}, got {store!r}")
+    make_handler, accepted = STORES[store]
+    serde = serde_for(settings)
+    return TransactionalSink(
+        handler=make_handler(),
+        dsn=settings.hub_store_dsn if store == "hub" else settings.health_store_dsn,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id or f"hubstream-{store}-store",
+        topics=accepted,
+        decode=serde.decode,
+        dead_letters=DeadLetters(kafka.producer(settings), serde),
+        batch_size=batch_size,
+    )
+
+
+def run_sink(
+    settings: Settings,
+    store: str,
+    *,
+    idle_polls_before_stop: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    group_id: str | None = None,
+) -> SinkStats:
+    prepare_database(settings)
+    sink = build_sink(settings, store, group_id=group_id)
+    return sink.run(should_stop, idle_polls_before_stop)

@@ -1,0 +1,1250 @@
+#!/usr/bin/env python3
+"""Install, start, stop and inspect hubstream's local stack.
+
+The parts are the real servers, started from the project's own files:
+
+* kafka     Apache Kafka 4 in KRaft mode (one JVM is broker and controller), jars from Maven
+            Central through deploy/local/kafka/pom.xml.
+* postgres  a PostgreSQL cluster of the project's own, made with initdb and run with pg_ctl
+            (as an unprivileged user when run as root).
+* registry  Apicurio Registry (Confluent-compatible API under /apis/ccompat/v7), from Maven
+            Central through deploy/local/registry/pom.xml, storing schemas in the `registry`
+            database of the PostgreSQL part (so ids survive a restart).
+
+Standard library only: it runs with the system python3 before any virtualenv exists.
+Ports and the state directory come from hubstream/settings.py (HUBSTREAM_* variables);
+everything this script writes lives under HUBSTREAM_HOME, never in the source tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import string
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+DEPLOY_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = DEPLOY_DIR.parent.parent
+LOOPBACK = "127.0.0.1"
+DEFAULT_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+PART_NAMES = ("kafka", "postgres", "registry")
+
+
+class StackError(Exception):
+    """A part failed; the message names the part and, where there is one, the log to read."""
+
+    def __init__(self, part: str, message: str, log_file: Path | None = None) -> None:
+        self.part = part
+        self.log_file = log_file
+        super().__init__(message)
+
+    def render(self) -> str:
+        lines = [f"{self.part}: ERROR: {self}"]
+        if self.log_file is not None:
+            lines.append(f"{self.part}: read {self.log_file}; its last lines:")
+            lines.extend(f"    {line}" for line in tail(self.log_file, 25))
+        return "\n".join(lines)
+
+
+def say(part: str, message: str, end: str = "\n") -> None:
+    print(f"{part}: {message}", end=end, flush=True)
+
+
+def tail(path: Path, count: int) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return [f"(cannot read {path}: {exc.strerror})"]
+    return text.splitlines()[-count:] or ["(empty)"]
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: read from hubstream/settings.py by file path, so the package's own imports
+# (click, kafka-python, ...) are not needed before the virtualenv exists.
+
+
+def load_settings() -> ModuleType:
+    path = PROJECT_ROOT / "hubstream" / "settings.py"
+    spec = importlib.util.spec_from_file_location("_hubstream_settings", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"stack: cannot load settings from {path}")
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses resolves annotations through sys.modules, so register before executing.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    kafka_port: int
+    controller_port: int
+    pg_port: int
+    registry_port: int
+    timeout_s: float
+
+    @classmethod
+    def from_settings(cls, timeout_s: float) -> Config:
+        settings = load_settings().load()
+        return cls(
+            home=Path(settings.home).resolve(),
+            kafka_port=settings.kafka_port,
+            controller_port=settings.kafka_controller_port,
+            pg_port=settings.pg_port,
+            registry_port=settings.registry_port,
+            timeout_s=timeout_s,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+
+def run(
+    part: str,
+    cmd: Sequence[str | Path],
+    *,
+    as_user: pwd.struct_passwd | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    log_file: Path | None = None,
+    check: bool = True,
+    new_session: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion; on failure raise with its output in the message."""
+    argv = [str(c) for c in cmd]
+    # Root hands commands to the unprivileged user with none of root's supplementary groups.
+    drop = as_user is not None and os.geteuid() == 0 and as_user.pw_uid != 0
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            start_new_session=new_session,
+            user=as_user.pw_uid if drop and as_user else None,
+            group=as_user.pw_gid if drop and as_user else None,
+            extra_groups=[] if drop else None,
+        )
+    except FileNotFoundError:
+        raise StackError(part, f"command not found: {argv[0]}") from None
+    if check and done.returncode != 0:
+        output = (done.stdout + done.stderr).strip().splitlines()[-30:]
+        detail = "\n    ".join(output) if output else "(no output)"
+        raise StackError(part, f"`{' '.join(argv)}` exited with {done.returncode}:\n    {detail}", log_file)
+    return done
+
+
+def spawn(cmd: Sequence[str | Path], log_file: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start a server detached from this terminal and process group, output to log_file."""
+    if log_file.exists():
+        log_file.replace(log_file.with_name(log_file.name + ".1"))
+    with log_file.open("wb") as out:
+        return subprocess.Popen(
+            [str(c) for c in cmd],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def process_alive(pid: int, marker: str) -> bool:
+    """True if pid runs and its command line contains marker (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and marker in cmdline
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def stop_pid(part: str, pid: int, marker: str) -> None:
+    """TERM the process (and its session's group), then KILL after STOP_TIMEOUT_S."""
+    started = time.monotonic()
+    say(part, f"stopping pid {pid} ...", end=" ")
+    for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not process_alive(pid, marker):
+                print(f"stopped in {time.monotonic() - started:.1f}s", flush=True)
+                return
+            time.sleep(0.1)
+        if sig == signal.SIGTERM:
+            print(f"still running after {wait_s:.0f}s, sending KILL ...", end=" ", flush=True)
+    raise StackError(part, f"pid {pid} did not stop even after KILL")
+
+
+def port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_port_free(part: str, port: int, what: str) -> None:
+    if port_open(port):
+        raise StackError(
+            part,
+            f"{what} port {LOOPBACK}:{port} is already taken by a process this stack did not "
+            f"start; stop it or choose another port with the HUBSTREAM_* variables",
+        )
+
+
+def apt_install(part: str, packages: Sequence[str]) -> None:
+    if os.geteuid() != 0:
+        raise StackError(
+            part, f"{' '.join(packages)} missing; install it: sudo apt-get install -y {' '.join(packages)}"
+        )
+    say(part, f"installing Debian packages {' '.join(packages)} (apt-get) ...")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(part, ["apt-get", "update", "-q"], env=env)
+    run(part, ["apt-get", "install", "-y", "-q", *packages], env=env)
+
+
+@contextlib.contextmanager
+def stack_lock(home: Path) -> Iterator[None]:
+    """One stack command at a time per HUBSTREAM_HOME (parallel test jobs may call `up`)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".stack.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def java_bin(part: str) -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        apt_install(part, ["openjdk-17-jre-headless"])
+        found = shutil.which("java")
+    if found is None:
+        raise StackError(part, "java not found on PATH even after installing openjdk-17-jre-headless")
+    return found
+
+
+def mvn_bin(part: str) -> str:
+    found = shutil.which("mvn")
+    if found is None:
+        apt_install(part, ["maven"])
+        found = shutil.which("mvn")
+    if found is None:
+        raise StackError(part, "mvn not found on PATH even after installing maven")
+    return found
+
+
+def file_digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def wait_until(
+    part: str,
+    ready: Callable[[], bool],
+    started: float,
+    timeout_s: float,
+    log_file: Path,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            print("failed", flush=True)
+            raise StackError(part, f"exited with code {proc.returncode} while starting", log_file)
+        if ready():
+            print(f"ready in {time.monotonic() - started:.1f}s", flush=True)
+            return
+        time.sleep(0.25)
+    print("timed out", flush=True)
+    raise StackError(part, f"did not answer within {timeout_s:.0f}s (it is left running)", log_file)
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka
+
+
+def _kafka_request(sock: socket.socket, api_key: int, version: int, body: bytes) -> bytes:
+    """One request/response on the Kafka wire protocol, header v1 (non-flexible versions)."""
+    client_id = b"hubstream-stack"
+    header = struct.pack(">hhih", api_key, version, 7, len(client_id)) + client_id
+    payload = header + body
+    sock.sendall(struct.pack(">i", len(payload)) + payload)
+    size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+    response = _recv_exact(sock, size)
+    if struct.unpack(">i", response[:4])[0] != 7:
+        raise ValueError("correlation id mismatch")
+    return response[4:]
+
+
+def _recv_exact(sock: socket.socket, count: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < count:
+        chunk = sock.recv(count - len(chunks))
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def kafka_metadata_ok(port: int, timeout: float = 2.0) -> bool | None:
+    """Ask the broker for cluster metadata as a client would.
+
+    True: it lists at least one live broker. False: it does not (yet). None: the protocol
+    versions this probe speaks (ApiVersions v0, Metadata v4..v8) are not offered.
+    """
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            body = _kafka_request(sock, 18, 0, b"")
+            error, count = struct.unpack(">hi", body[:6])
+            if error != 0:
+                return False
+            ranges = {
+                key: (low, high) for key, low, high in struct.iter_unpack(">hhh", body[6 : 6 + 6 * count])
+            }
+            low, high = ranges.get(3, (99, -1))
+            version = max(low, 4)
+            if version > min(high, 8):
+                return None
+            # topics: empty array = no topics; allow_auto_topic_creation=false; v8 adds two flags.
+            request = struct.pack(">ib", 0, 0) + (b"\0\0" if version >= 8 else b"")
+            reply = _kafka_request(sock, 3, version, request)
+            brokers = int(struct.unpack(">i", reply[4:8])[0])  # after throttle_time_ms
+            return brokers >= 1
+    except (OSError, ValueError, struct.error, ConnectionError):
+        return False
+
+
+class Kafka:
+    name = "kafka"
+    marker = "kafka.Kafka"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.home / "kafka"
+        self.libs = self.root / "libs"
+        self.data = self.root / "data"
+        self.properties = self.root / "server.properties"
+        self.cluster_id_file = self.root / "cluster.id"
+        self.log_file = self.root / "kafka.log"
+        self.pid_file = self.root / "kafka.pid"
+        self.pom = DEPLOY_DIR / "kafka" / "pom.xml"
+        self.template = DEPLOY_DIR / "kafka" / "server.properties.template"
+        self.marker_file = self.libs / ".installed"
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.config.kafka_port}"
+
+    def installed(self) -> bool:
+        try:
+            return self.marker_file.read_text().strip() == file_digest(self.pom)
+        except OSError:
+            return False
+
+    def install(self) -> None:
+        if self.installed():
+            jars = len(list(self.libs.glob("*.jar")))
+            say(self.name, f"jars present ({jars} in {self.libs})")
+            return
+        mvn = mvn_bin(self.name)
+        java_bin(self.name)
+        started = time.monotonic()
+        say(self.name, f"fetching jars with Maven into {self.libs} ...", end=" ")
+        if self.libs.exists():
+            shutil.rmtree(self.libs)  # a changed pom must not leave old versions on the classpath
+        self.libs.mkdir(parents=True)
+        try:
+            run(
+                self.name,
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    self.pom,
+                    "dependency:copy-dependencies",
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={self.libs}",
+                ],
+            )
+        except StackError:
+            print("failed", flush=True)
+            raise
+        self._check_slf4j()
+        self.marker_file.write_text(file_digest(self.pom) + "\n")
+        jars = len(list(self.libs.glob("*.jar")))
+        print(f"{jars} jars in {time.monotonic() - started:.1f}s", flush=True)
+
+    def _check_slf4j(self) -> None:
+        """The SLF4J provider must match slf4j-api's major, or the broker logs nothing."""
+
+        def major(prefix: str) -> str | None:
+            for jar in self.libs.glob(f"{prefix}-*.jar"):
+                match = re.fullmatch(rf"{prefix}-(\d+)\..*\.jar", jar.name)
+                if match:
+                    return match.group(1)
+            return None
+
+        api, provider = major("slf4j-api"), major("slf4j-simple")
+        if api is None or provider is None or api != provider:
+            raise StackError(
+                self.name,
+                f"slf4j-api major {api} and slf4j-simple major {provider} differ (or one is "
+                f"missing) in {self.libs}; fix the slf4j version in {self.pom}",
+            )
+
+    def pid(self) -> int | None:
+        pid = read_pid(self.pid_file)
+        return pid if pid is not None and process_alive(pid, self.marker) else None
+
+    def answers(self) -> bool:
+        if not port_open(self.config.kafka_port):
+            return False
+        probe = kafka_metadata_ok(self.config.kafka_port)
+        if probe is None:  # protocol not spoken by this probe: fall back on the broker's word
+            return any("Kafka Server started" in line for line in tail(self.log_file, 2000))
+        return probe
+
+    def _classpath(self) -> str:
+        return f"{self.libs}/*"
+
+    def _write_properties(self) -> None:
+        template = string.Template(self.template.read_text())
+        self.properties.write_text(
+            template.substitute(
+                kafka_port=self.config.kafka_port,
+                controller_port=self.config.controller_port,
+                data_dir=self.data,
+            )
+        )
+
+    def _format_storage(self, java: str) -> None:
+        if (self.data / "meta.properties").exists():
+            return
+        if self.cluster_id_file.exists():
+            cluster_id = self.cluster_id_file.read_text().strip()
+        else:
+            done = run(self.name, [java, "-cp", self._classpath(), "kafka.tools.StorageTool", "random-uuid"])
+            cluster_id = done.stdout.strip().splitlines()[-1]
+            self.cluster_id_file.write_text(cluster_id + "\n")
+        say(self.name, f"formatting storage in {self.data} (cluster id {cluster_id})")
+        self.data.mkdir(parents=True, exist_ok=True)
+        run(
+            self.name,
+            [
+                java,
+                "-cp",
+                self._classpath(),
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                self.properties,
+            ],
+        )
+
+    def up(self) -> None:
+        self.install()
+        started = time.monotonic()
+        pid = self.pid()
+        if pid is not None:
+            if self.answers():
+                say(self.name, f"already running on {self.address} (pid {pid})")
+                return
+            say(self.name, f"pid {pid} is running but not answering yet; waiting ...", end=" ")
+            wait_until(self.name, self.answers, started, self.config.timeout_s, self.log_file)
+            return
+        ensure_port_free(self.name, self.config.kafka_port, "broker")
+        ensure_port_free(self.name, self.config.controller_port, "controller")
+        java = java_bin(self.name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_properties()
+        self._format_storage(java)
+        say(self.name, f"starting on {self.address} (controller :{self.config.controller_port}) ...", end=" ")
+        proc = spawn(
+            [
+                java,
+                "-Xms256m",
+                "-Xmx512m",
+                "-XX:+UseG1GC",
+                "-XX:+ExitOnOutOfMemoryError",
+                "-Djava.awt.headless=true",
+                "-Dorg.slf4j.simpleLogger.showDateTime=true",
+                "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ",
+                "-cp",
+                self._classpath(),
+                self.marker,
+                self.properties,
+            ],
+            self.log_file,
+            self.root,
+        )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        wait_until(self.name, self.answers, started, self.config.timeout_s, self.log_file, proc)
+
+    def down(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            say(self.name, "not running")
+        else:
+            stop_pid(self.name, pid, self.marker)
+        self.pid_file.unlink(missing_ok=True)
+
+    def status(self) -> str:
+        pid = self.pid()
+        if pid is None:
+            return "down" + (" (port taken by another process)" if port_open(self.config.kafka_port) else "")
+        state = "up" if self.answers() else "running, NOT answering"
+        rss = rss_mib(pid)
+        return f"{state} (pid {pid}, rss {rss:.0f} MiB)" if rss is not None else f"{state} (pid {pid})"
+
+    def clean(self, everything: bool) -> None:
+        for path in (
+            self.data,
+            self.properties,
+            self.cluster_id_file,
+            self.pid_file,
+            self.log_file,
+            self.log_file.with_name(self.log_file.name + ".1"),
+        ):
+            remove(path)
+        if everything:
+            remove(self.root)
+
+    def logs(self) -> list[Path]:
+        return [self.log_file]
+
+
+def unpack(part: str, archive_path: Path, target: Path) -> None:
+    """Extract a .tar.gz or .zip, refusing members that would land outside target."""
+    root = target.resolve()
+    if archive_path.name.endswith(".zip"):
+        with zipfile.ZipFile(archive_path) as archive:
+            names = archive.namelist()
+            _check_members(part, archive_path, root, names)
+            archive.extractall(target)
+        return
+    with tarfile.open(archive_path) as archive:
+        members = archive.getmembers()
+        _check_members(part, archive_path, root, [m.name for m in members])
+        for member in members:
+            if member.issym() or member.islnk() or member.isdev():
+                raise StackError(
+                    part, f"{archive_path} holds a link or device ({member.name}); not unpacking it"
+                )
+        # Python before 3.11.4 (Debian 12's) has no extraction filters; the checks above stand in.
+        archive.extractall(target)
+
+
+def _check_members(part: str, archive_path: Path, root: Path, names: list[str]) -> None:
+    for name in names:
+        if not (root / name).resolve().is_relative_to(root):
+            raise StackError(part, f"{archive_path} member {name!r} points outside {root}; not unpacking it")
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def pg_version_of(bindir: Path) -> tuple[int, ...]:
+    match = re.search(r"/postgresql/(\d+(?:\.\d+)?)/bin", str(bindir))
+    return tuple(int(p) for p in match.group(1).split(".")) if match else (0,)
+
+
+class Postgres:
+    name = "postgres"
+    service_user = "hubstream"
+    role = "hubstream"
+    database = "hubstream"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.home / "pg"
+        self.data = self.root / "data"
+        self.socket_dir = self.root / "run"
+        self.log_file = self.root / "postgres.log"
+        self.include_file = self.data / "hubstream.conf"
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.config.pg_port}"
+
+    def bindir(self, install: bool = False) -> Path:
+        """The PostgreSQL server binaries; the cluster's own major version if it exists."""
+        candidates = [Path(p).parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            done = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+            if done.returncode == 0 and (Path(done.stdout.strip()) / "initdb").exists():
+                candidates.append(Path(done.stdout.strip()))
+        initdb = shutil.which("initdb")
+        if initdb:
+            candidates.append(Path(initdb).resolve().parent)
+        version_file = self.data / "PG_VERSION"
+        if version_file.exists():
+            wanted = version_file.read_text().strip()
+            matching = [c for c in candidates if (c / "postgres").exists() and f"/{wanted}/" in f"{c}/"]
+            if matching:
+                return matching[0]
+        usable = sorted({c for c in candidates if (c / "postgres").exists()}, key=pg_version_of)
+        if usable:
+            return usable[-1]
+        if not install:
+            raise StackError(
+                self.name, "PostgreSQL server binaries (initdb) not found; run `stack.py install`"
+            )
+        # The Debian package would also create and start a system-wide "main" cluster on 5432
+        # that this project never uses; postgresql-common reads this drop-in and skips it.
+        drop_in = Path("/etc/postgresql-common/createcluster.d/hubstream.conf")
+        if os.geteuid() == 0 and not Path("/etc/postgresql-common/createcluster.conf").exists():
+            drop_in.parent.mkdir(parents=True, exist_ok=True)
+            drop_in.write_text(
+                "# hubstream runs its own cluster (deploy/local/stack.py)\ncreate_main_cluster = false\n"
+            )
+        apt_install(self.name, ["postgresql"])
+        return self.bindir(install=False)
+
+    def install(self) -> None:
+        bindir = self.bindir(install=True)
+        say(self.name, f"server binaries in {bindir}")
+
+    def run_user(self) -> pwd.struct_passwd:
+        """Who runs the server: ourselves, or when we are root an unprivileged system user."""
+        if os.geteuid() != 0:
+            return pwd.getpwuid(os.geteuid())
+        for candidate in ("postgres", self.service_user):
+            with contextlib.suppress(KeyError):
+                return pwd.getpwnam(candidate)
+        say(self.name, f"creating system user {self.service_user} to run the server")
+        run(
+            self.name,
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                self.service_user,
+            ],
+        )
+        return pwd.getpwnam(self.service_user)
+
+    def _prepare_dirs(self, user: pwd.struct_passwd) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        # The server user must be able to walk down to its directory: add only the search bit
+        # on directories that lack it (the state dir may sit under root-owned folders).
+        for parent in reversed(self.root.parents):
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                say(self.name, f"adding o+x to {parent} so {user.pw_name} can reach {self.root}")
+                parent.chmod(mode | 0o001)
+        for path in [self.root, self.socket_dir, *self.root.rglob("*")]:
+            if path.lstat().st_uid != user.pw_uid:
+                os.lchown(path, user.pw_uid, user.pw_gid)
+
+    def _psql(
+        self, sql: str, database: str = "postgres", check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run(
+            self.name,
+            [
+                self.bindir() / "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(self.config.pg_port),
+                "-U",
+                self.role,
+                "-d",
+                database,
+                "-tAc",
+                sql,
+            ],
+            env=dict(os.environ, PGCONNECT_TIMEOUT="3"),
+            log_file=self.log_file,
+            check=check,
+        )
+
+    def answers(self) -> bool:
+        if not port_open(self.config.pg_port):
+            return False
+        return self._psql("select 1", self.database, check=False).stdout.strip() == "1"
+
+    def pid(self) -> int | None:
+        pid = read_pid(self.data / "postmaster.pid")
+        return pid if pid is not None and process_alive(pid, "postgres") else None
+
+    def _socket_dir(self) -> Path:
+        # A Unix socket path is limited to 107 bytes; a deep checkout would overflow it.
+        socket_path = self.socket_dir / f".s.PGSQL.{self.config.pg_port}"
+        if len(str(socket_path)) < 100:
+            return self.socket_dir
+        return Path("/tmp")
+
+    def _initdb(self, user: pwd.struct_passwd) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        say(self.name, f"initdb {self.data} (as {user.pw_name})")
+        remove(self.data)
+        run(
+            self.name,
+            [
+                self.bindir() / "initdb",
+                "-D",
+                self.data,
+                "-U",
+                self.role,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            as_user=user,
+            cwd=self.root,
+        )
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# hubstream: ports and sockets for the local stack, rewritten on every up\n"
+                "include_if_exists = 'hubstream.conf'\n"
+            )
+
+    def _write_include(self, user: pwd.struct_passwd) -> None:
+        self.include_file.write_text(
+            "# Written by deploy/local/stack.py on every `up`.\n"
+            f"listen_addresses = '{LOOPBACK}'\n"
+            f"port = {self.config.pg_port}\n"
+            f"unix_socket_directories = '{self._socket_dir()}'\n"
+        )
+        if os.geteuid() == 0:
+            os.chown(self.include_file, user.pw_uid, user.pw_gid)
+
+    def up(self) -> None:
+        bindir = self.bindir(install=True)
+        started = time.monotonic()
+        pid = self.pid()
+        if pid is not None:
+            if self.answers():
+                say(self.name, f"already running on {self.address} (pid {pid})")
+                return
+            say(self.name, f"pid {pid} is running but not answering yet; waiting ...", end=" ")
+            wait_until(self.name, self.answers, started, self.config.timeout_s, self.log_file)
+            return
+        ensure_port_free(self.name, self.config.pg_port, "PostgreSQL")
+        user = self.run_user()
+        self._prepare_dirs(user)
+        self._initdb(user)
+        self._write_include(user)
+        say(self.name, f"starting on {self.address} (cluster {self.data}) ...", end=" ")
+        try:
+            self._pg_ctl(
+                user, bindir, "start", "-w", "-t", str(int(self.config.timeout_s)), "-l", self.log_file
+            )
+        except StackError:
+            print("failed", flush=True)
+            raise
+        wait_until(
+            self.name, lambda: port_open(self.config.pg_port), started, self.config.timeout_s, self.log_file
+        )
+        self.ensure_database(self.database, self.role)
+        if not self.answers():
+            raise StackError(self.name, f"`psql -d {self.database} -c 'select 1'` failed", self.log_file)
+
+    def cluster_exists(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def ensure_database(self, database: str, owner: str) -> None:
+        """Create the login role and the database it owns, unless they exist (server up)."""
+        # Names are the stack's own constants, never user input, so plain interpolation is safe.
+        if self._psql(f"select 1 from pg_roles where rolname = '{owner}'").stdout.strip() != "1":
+            say(self.name, f"creating role {owner}")
+            # Loopback uses trust auth; the password only matters if pg_hba.conf is tightened.
+            self._psql(f"create role {owner} login password '{owner}'")
+        if self._psql(f"select 1 from pg_database where datname = '{database}'").stdout.strip() != "1":
+            say(self.name, f"creating database {database} owned by role {owner}")
+            self._psql(f"create database {database} owner {owner}")
+
+    def drop_database(self, database: str) -> None:
+        """Drop a database if it exists, closing any session still connected (server up)."""
+        if self._psql(f"select 1 from pg_database where datname = '{database}'").stdout.strip() == "1":
+            say(self.name, f"dropping database {database}")
+            self._psql(f"drop database {database} with (force)")
+
+    def _pg_ctl(self, user: pwd.struct_passwd, bindir: Path, *args: str | Path) -> None:
+        # pg_ctl forks the server and returns; a new session keeps it out of our process group.
+        run(
+            self.name,
+            [bindir / "pg_ctl", "-D", self.data, *args],
+            as_user=user,
+            cwd=self.root,
+            log_file=self.log_file,
+            new_session=True,
+        )
+
+    def down(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            say(self.name, "not running")
+            return
+        started = time.monotonic()
+        say(self.name, f"stopping pid {pid} (pg_ctl stop -m fast) ...", end=" ")
+        try:
+            self._pg_ctl(
+                self.run_user(), self.bindir(), "stop", "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT_S))
+            )
+            print(f"stopped in {time.monotonic() - started:.1f}s", flush=True)
+        except StackError as exc:
+            print("pg_ctl failed", flush=True)
+            print(exc.render(), file=sys.stderr)
+            stop_pid(self.name, pid, "postgres")
+
+    def status(self) -> str:
+        pid = self.pid()
+        if pid is None:
+            return "down" + (" (port taken by another process)" if port_open(self.config.pg_port) else "")
+        return ("up" if self.answers() else "running, NOT answering") + f" (pid {pid})"
+
+    def clean(self, everything: bool) -> None:
+        remove(self.root)
+
+    def logs(self) -> list[Path]:
+        return [self.log_file]
+
+
+# --------------------------------------------------------------------------------------------
+# Schema registry
+
+
+class Registry:
+    """Apicurio Registry with its storage in the stack's own PostgreSQL (database `registry`).
+
+    The storage must outlive the process: Kafka keeps messages framed with schema ids, and a
+    registry that forgot them would hand the same ids to other schemas after a restart.
+    """
+
+    name = "registry"
+    database = "registry"
+    role = "registry"
+
+    def __init__(self, config: Config, postgres: Postgres) -> None:
+        self.config = config
+        self.postgres = postgres
+        self.root = config.home / "registry"
+        self.dist = self.root / "dist"
+        self.log_file = self.root / "registry.log"
+        self.pid_file = self.root / "registry.pid"
+        self.pom = DEPLOY_DIR / "registry" / "pom.xml"
+        self.marker_file = self.dist / ".installed"
+
+    @property
+    def address(self) -> str:
+        return f"http://{LOOPBACK}:{self.config.registry_port}/apis/ccompat/v7"
+
+    @property
+    def available(self) -> bool:
+        return self.pom.exists()
+
+    @property
+    def jdbc_url(self) -> str:
+        return f"jdbc:postgresql://{LOOPBACK}:{self.config.pg_port}/{self.database}"
+
+    def installed(self) -> bool:
+        try:
+            return self.marker_file.read_text().strip() == file_digest(self.pom)
+        except OSError:
+            return False
+
+    def runner(self) -> Path:
+        # 3.0.x ships a runner jar beside lib/; later releases a quarkus-app/ directory.
+        for candidate in (*self.dist.glob("*-runner.jar"), self.dist / "quarkus-app" / "quarkus-run.jar"):
+            if candidate.exists():
+                return candidate
+        raise StackError(self.name, f"no quarkus-run.jar or *-runner.jar in {self.dist}")
+
+    def install(self) -> None:
+        if not self.available:
+            say(self.name, "skipped (no registry build available; see deploy/local/README.md)")
+            return
+        if self.installed():
+            say(self.name, f"present in {self.dist}")
+            return
+        mvn = mvn_bin(self.name)
+        started = time.monotonic()
+        say(self.name, f"fetching Apicurio Registry with Maven into {self.dist} ...", end=" ")
+        download = self.root / "download"
+        for path in (download, self.dist):
+            remove(path)
+        download.mkdir(parents=True)
+        try:
+            run(
+                self.name,
+                [mvn, "-q", "-B", "-f", self.pom, "dependency:copy", f"-DoutputDirectory={download}"],
+            )
+        except StackError:
+            print("failed", flush=True)
+            raise
+        archives = sorted(download.glob("*.tar.gz")) + sorted(download.glob("*.zip"))
+        if not archives:
+            raise StackError(self.name, f"Maven fetched no archive into {download}")
+        self.dist.mkdir()
+        try:
+            unpack(self.name, archives[0], self.dist)
+            self.runner()
+        except StackError:
+            print("failed", flush=True)
+            raise
+        remove(download)
+        self.marker_file.write_text(file_digest(self.pom) + "\n")
+        print(f"done in {time.monotonic() - started:.1f}s", flush=True)
+
+    def pid(self) -> int | None:
+        pid = read_pid(self.pid_file)
+        return pid if pid is not None and process_alive(pid, str(self.dist)) else None
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.address}/subjects", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def up(self) -> None:
+        if not self.available:
+            say(self.name, "skipped (no registry build available; see deploy/local/README.md)")
+            return
+        self.install()
+        started = time.monotonic()
+        pid = self.pid()
+        if pid is not None:
+            if self.answers():
+                say(self.name, f"already running on {self.address} (pid {pid})")
+                return
+            say(self.name, f"pid {pid} is running but not answering yet; waiting ...", end=" ")
+            wait_until(self.name, self.answers, started, self.config.timeout_s, self.log_file)
+            return
+        ensure_port_free(self.name, self.config.registry_port, "registry")
+        java = java_bin(self.name)
+        if not self.postgres.answers():
+            self.postgres.up()
+        self.postgres.ensure_database(self.database, self.role)
+        started = time.monotonic()
+        say(self.name, f"starting on {self.address} (storage: {self.jdbc_url}) ...", end=" ")
+        proc = spawn(
+            [
+                java,
+                "-Xmx256m",
+                "-XX:+UseSerialGC",
+                "-XX:+ExitOnOutOfMemoryError",
+                "-Djava.awt.headless=true",
+                f"-Dquarkus.http.port={self.config.registry_port}",
+                f"-Dquarkus.http.host={LOOPBACK}",
+                # Property names from the runner jar's application.properties (3.0.9); the
+                # registry creates its tables on first start (apicurio.sql.init=true).
+                "-Dapicurio.storage.kind=sql",
+                "-Dapicurio.storage.sql.kind=postgresql",
+                f"-Dapicurio.datasource.url={self.jdbc_url}",
+                f"-Dapicurio.datasource.username={self.role}",
+                f"-Dapicurio.datasource.password={self.role}",
+                # The defaults (20 initial, 100 max) would take every connection of a server
+                # whose max_connections is 100 and which the project's own sinks share.
+                "-Dapicurio.datasource.jdbc.initial-size=2",
+                "-Dapicurio.datasource.jdbc.min-size=2",
+                "-Dapicurio.datasource.jdbc.max-size=10",
+                "-jar",
+                self.runner(),
+            ],
+            self.log_file,
+            self.root,
+        )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        wait_until(self.name, self.answers, started, self.config.timeout_s, self.log_file, proc)
+
+    def down(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            say(self.name, "not running")
+        else:
+            stop_pid(self.name, pid, str(self.dist))
+        self.pid_file.unlink(missing_ok=True)
+
+    def status(self) -> str:
+        if not self.available:
+            return "not available (see deploy/local/README.md)"
+        pid = self.pid()
+        if pid is None:
+            return "down" + (
+                " (port taken by another process)" if port_open(self.config.registry_port) else ""
+            )
+        state = "up" if self.answers() else "running, NOT answering"
+        rss = rss_mib(pid)
+        return f"{state} (pid {pid}, rss {rss:.0f} MiB)" if rss is not None else f"{state} (pid {pid})"
+
+    def clean(self, everything: bool) -> None:
+        for path in (self.pid_file, self.log_file, self.log_file.with_name(self.log_file.name + ".1")):
+            remove(path)
+        self._drop_database()
+        if everything:
+            remove(self.root)
+
+    def _drop_database(self) -> None:
+        """Drop the schemas; `clean` removes Kafka's data in the same run (see cmd_clean)."""
+        if not self.postgres.cluster_exists():
+            return  # cleaned with postgres, or never created: the database went with the cluster
+        was_running = self.postgres.pid() is not None
+        if not was_running:
+            self.postgres.up()
+        try:
+            self.postgres.drop_database(self.database)
+        finally:
+            if not was_running:
+                self.postgres.down()
+
+    def logs(self) -> list[Path]:
+        return [self.log_file]
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+Part = Kafka | Postgres | Registry
+
+
+def parts_for(config: Config, names: Sequence[str]) -> list[Part]:
+    chosen = names or PART_NAMES
+    postgres = Postgres(config)
+    table: dict[str, Part] = {
+        "kafka": Kafka(config),
+        "postgres": postgres,
+        "registry": Registry(config, postgres),
+    }
+    return [table[name] for name in PART_NAMES if name in chosen]
+
+
+def cmd_install(config: Config, parts: list[Part], _args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    with stack_lock(config.home):
+        for part in parts:
+            part.install()
+    print(f"stack: installed in {time.monotonic() - started:.1f}s", flush=True)
+    return 0
+
+
+def cmd_up(config: Config, parts: list[Part], _args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    with stack_lock(config.home):
+        for part in parts:
+            part.up()
+    print(f"stack: up in {time.monotonic() - started:.1f}s (state in {config.home})", flush=True)
+    return 0
+
+
+def cmd_down(config: Config, parts: list[Part], _args: argparse.Namespace) -> int:
+    with stack_lock(config.home):
+        failures = 0
+        for part in reversed(parts):  # stop consumers of a part before the part
+            try:
+                part.down()
+            except StackError as exc:
+                print(exc.render(), file=sys.stderr)
+                failures += 1
+    return 1 if failures else 0
+
+
+def cmd_status(config: Config, parts: list[Part], _args: argparse.Namespace) -> int:
+    for part in parts:
+        try:
+            state = part.status()
+        except StackError as exc:
+            state = f"unknown ({exc})"
+        print(f"{part.name:<9} {part.address:<45} {state}", flush=True)
+    return 0
+
+
+def cmd_clean(config: Config, parts: list[Part], args: argparse.Namespace) -> int:
+    # Messages in Kafka carry registry schema ids, and the registry's database lives in the
+    # PostgreSQL cluster: removing any one of the three without the others would leave ids
+    # that point at nothing, or at a different schema once new ones are registered.
+    # So Kafka's data and the registry's database are always removed together.
+    names = {part.name for part in parts} | {"kafka", "registry"}
+    added = sorted(names - {part.name for part in parts})
+    if added:
+        print(
+            f"stack: also cleaning {' and '.join(added)}: Kafka's data and the registry's "
+            "database are always removed together (messages carry schema ids)",
+            flush=True,
+        )
+    parts = parts_for(config, sorted(names))
+    if cmd_down(config, parts, args) != 0:
+        print("stack: not removing state while something is still running", file=sys.stderr)
+        return 1
+    with stack_lock(config.home):
+        for part in parts:
+            part.clean(args.all)
+            kept = " (downloads kept)" if not args.all and not isinstance(part, Postgres) else ""
+            say(part.name, f"state removed{kept}")
+    return 0
+
+
+def cmd_logs(config: Config, parts: list[Part], args: argparse.Namespace) -> int:
+    for part in parts:
+        for log_file in part.logs():
+            print(f"==> {part.name}: {log_file} <==", flush=True)
+            if log_file.exists():
+                print("\n".join(tail(log_file, args.lines)), flush=True)
+            else:
+                print("(no log yet)", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stack.py",
+        description="hubstream's local stack: Kafka (KRaft), PostgreSQL and the schema registry, "
+        "run from the project's own files with state under HUBSTREAM_HOME "
+        "(default <project>/.local). Ports come from HUBSTREAM_KAFKA_PORT, "
+        "HUBSTREAM_KAFKA_CONTROLLER_PORT, HUBSTREAM_PG_PORT and HUBSTREAM_REGISTRY_PORT.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, handler: object) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "parts", nargs="*", metavar="PART", help=f"which parts ({', '.join(PART_NAMES)}); default all"
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add(
+        "install",
+        "Fetch what the stack needs (Kafka jars via Maven, PostgreSQL server via apt if "
+        "missing, the registry via Maven). Quick when already done.",
+        cmd_install,
+    )
+    up = add(
+        "up",
+        "Install if needed, start each part and wait until it answers. "
+        "Does nothing for a part that is already up.",
+        cmd_up,
+    )
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds to wait for each part to answer (default {DEFAULT_TIMEOUT_S:.0f})",
+    )
+    add(
+        "down",
+        "Stop what this stack started (TERM, then KILL after a timeout; "
+        "pg_ctl stop -m fast). Safe to repeat.",
+        cmd_down,
+    )
+    add("status", "Print each part, its address and whether it answers. Always exits 0.", cmd_status)
+    clean = add(
+        "clean",
+        "Stop the stack, then delete its state (broker data, database cluster, logs). "
+        "Downloaded jars are kept unless --all.",
+        cmd_clean,
+    )
+    clean.add_argument("--all", action="store_true", help="also delete downloaded jars and archives")
+    logs = add("logs", "Print the last lines of each part's log.", cmd_logs)
+    logs.add_argument("-n", "--lines", type=int, default=40, help="lines per log (default 40)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = Config.from_settings(getattr(args, "timeout", DEFAULT_TIMEOUT_S))
+    except ValueError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 0 if args.command == "status" else 2
+    unknown = [name for name in args.parts if name not in PART_NAMES]
+    if unknown:
+        print(f"stack: unknown part {unknown[0]!r}; choose from {', '.join(PART_NAMES)}", file=sys.stderr)
+        return 2
+    parts = parts_for(config, args.parts)
+    try:
+        return int(args.handler(config, parts, args))
+    except StackError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstack: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

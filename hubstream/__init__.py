@@ -1,0 +1,1 @@
+"""Shared plumbing for hubstream: settings, topic catalogue and the command line."""

@@ -1,0 +1,286 @@
+"""The `hubstream` command: one entry point, a subcommand per job, `--help` on each."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from hubstream import settings as settings_module
+from hubstream import topics as topic_catalogue
+
+
+def _settings() -> settings_module.Settings:
+    return settings_module.load()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+def cli(log_level: str) -> None:
+    """hubstream: multi-agency child-safeguarding event streams.
+
+    Soft intelligence and missing episodes in; hub alerts, tracker flags and health CSE flags out.
+    Settings come from HUBSTREAM_* environment variables (see the README).
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # The client libraries are chatty at INFO; their warnings still show.
+    for noisy in ("kafka", "aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+# -- topics -------------------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """Create and describe the Kafka topics hubstream uses."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every catalogued topic that does not exist yet (idempotent)."""
+    from hubstream.kafka import create_topics
+
+    created = create_topics(_settings())
+    click.echo(f"topics: {len(created)} created, {len(topic_catalogue.ALL) - len(created)} already there")
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """Print the topic catalogue: name, schema, key, partitions, retention, writers and readers."""
+    for t in topic_catalogue.ALL:
+        retention = "forever" if t.retention_ms < 0 else f"{t.retention_ms // topic_catalogue.DAY_MS} days"
+        click.echo(
+            f"{t.name:34} {t.schema:20} partitions={t.partitions} retention={retention} "
+            f"cleanup={t.cleanup_policy}\n    key: {t.key}\n    written by: {t.writers}; read by: {t.readers}"
+        )
+
+
+# -- publish and simulate -----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("event_kind")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON lines to publish; standard input when omitted.")
+@click.option("--topic", default=None, help="Override the topic the kind is routed to.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def publish(event_kind: str, path: Path | None, topic: str | None, progress: bool | None) -> None:
+    """Validate and publish events of EVENT_KIND from JSON lines.
+
+    EVENT_KIND is one of: police-intelligence, partner-intelligence, missing-episode, hub-decision,
+    or `mixed` for simulator output (each line says its kind). Every line is checked against its
+    schema before anything is sent; bad lines are reported (line, field, value), sent to the
+    dead-letter topic with the reason, and make the exit status 1.
+    """
+    from producers.publish import publish_lines
+
+    stream: TextIO = path.open(encoding="utf-8") if path else sys.stdin
+    with stream:
+        result = publish_lines(_settings(), event_kind, stream, topic=topic, progress=progress)
+    for problem in result.problems:
+        click.echo(problem, err=True)
+    click.echo(f"published {result.published}, rejected {result.rejected} (sent to dead letters)")
+    sys.exit(1 if result.rejected else 0)
+
+
+@cli.command()
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same county, same events.")
+@click.option("--start", default="2025-01-01", show_default=True, help="First day (UTC), YYYY-MM-DD.")
+@click.option("--days", type=int, default=365, show_default=True, help="How many days of history.")
+@click.option("--children", type=int, default=400, show_default=True, help="Children in the county.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write JSON lines here; standard output when omitted.")
+def simulate(seed: int, start: str, days: int, children: int, out: Path | None) -> None:
+    """Generate a realistic county's events as JSON lines that `hubstream publish mixed` accepts."""
+    from datetime import date
+
+    from producers.simulate import simulate as simulated_events
+    from producers.simulate import write_jsonl
+
+    try:
+        first_day = date.fromisoformat(start)
+    except ValueError:
+        raise click.BadParameter(f"expected YYYY-MM-DD, got {start!r}", param_hint="--start") from None
+    target: TextIO = out.open("w", encoding="utf-8") if out else sys.stdout
+    with target:
+        count = write_jsonl(simulated_events(seed, first_day, days, children), target)
+    click.echo(f"simulated {count} events", err=True)
+
+
+# -- stream worker and consumers ------------------------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Start the stream processors (a faust worker); extra arguments go to faust's `worker` command.
+
+    Several workers share the work through Kafka partitions: start more with different
+    --web-port values.
+    """
+    from streams.worker import run_worker
+
+    run_worker(list(ctx.args))
+
+
+@cli.group()
+def consume() -> None:
+    """Run a consumer that writes into a case store, exactly once."""
+
+
+def _run_sink(store: str, idle_stop: int | None) -> None:
+    from consumers.run import run_sink
+
+    stats = run_sink(_settings(), store, idle_polls_before_stop=idle_stop)
+    click.echo(f"{store}: {stats.rows} rows written, {stats.dead_letters} dead letters, {stats.db_errors} db errors")
+
+
+@consume.command("hub")
+@click.option("--stop-when-idle", type=int, default=None, help="Stop after this many empty polls in a row.")
+def consume_hub(stop_when_idle: int | None) -> None:
+    """Alerts and hub decisions into the hub case store (the CSE tracker)."""
+    _run_sink("hub", stop_when_idle)
+
+
+@consume.command("health")
+@click.option("--stop-when-idle", type=int, default=None, help="Stop after this many empty polls in a row.")
+def consume_health(stop_when_idle: int | None) -> None:
+    """Health CSE flags into the health flag store, keyed on NHS number."""
+    _run_sink("health", stop_when_idle)
+
+
+# -- the hub's own commands -----------------------------------------------------------------
+
+
+def _print_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+@cli.group()
+def alerts() -> None:
+    """List and triage alerts on the CSE tracker."""
+
+
+@alerts.command("list")
+@click.option("--status", type=click.Choice(["new", "acknowledged", "actioned", "closed"]), default=None)
+@click.option("--rule", default=None, help="repeat_missing, return_interview_overdue, hotspot, association, ...")
+@click.option("--area", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def alerts_list(status: str | None, rule: str | None, area: str | None, limit: int, fmt: str) -> None:
+    """Alerts on the tracker, newest event time first."""
+    from consumers.queries import list_alerts
+
+    rows = list_alerts(_settings(), status=status, rule=rule, area=area, limit=limit)
+    _print_rows(rows, fmt, ["alert_id", "rule", "severity", "subject", "area", "raised_at", "triage_status", "evidence"])
+
+
+def _triage(status: str) -> click.Command:
+    @click.command(status_name := {"acknowledged": "ack", "actioned": "action", "closed": "close"}[status])
+    @click.argument("alert_id")
+    @click.option("--by", "actor", required=True, help="Who is doing this (recorded in the history).")
+    @click.option("--note", default=None, help="Why, recorded in the history.")
+    def command(alert_id: str, actor: str, note: str | None) -> None:
+        from consumers.queries import triage
+
+        previous = triage(_settings(), alert_id, status, actor, note)
+        click.echo(f"{alert_id}: {previous} -> {status}")
+
+    command.help = f"Mark an alert {status} ({status_name}), with who and why in its history."
+    return command
+
+
+for _status in ("acknowledged", "actioned", "closed"):
+    alerts.add_command(_triage(_status))
+
+
+@cli.group()
+def flags() -> None:
+    """Read health CSE flags (every read is logged)."""
+
+
+@flags.command("show")
+@click.option("--nhs-number", required=True, help="The child's 10-digit NHS number.")
+@click.option("--reader", default="hub-cli", show_default=True, help="Who is reading (access log).")
+@click.option("--purpose", default="safeguarding enquiry", show_default=True, help="Why (access log).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "fhir"]), default="table", show_default=True)
+def flags_show(nhs_number: str, reader: str, purpose: str, fmt: str) -> None:
+    """Show a child's CSE flags, as a table, JSON, or FHIR R4 Flag resources."""
+    from consumers.fhir import to_fhir_flag
+    from consumers.queries import show_flags
+
+    rows = show_flags(_settings(), nhs_number, reader=reader, purpose=purpose)
+    if fmt == "fhir":
+        click.echo(json.dumps([to_fhir_flag(r) for r in rows], indent=2))
+    else:
+        _print_rows(rows, fmt, ["flag_id", "status", "code", "display", "period_start", "period_end", "status_reason"])
+
+
+@cli.group()
+def cases() -> None:
+    """Record hub decisions (they are published as events on the hub-decisions topic)."""
+
+
+def _decision_command(kind: str, help_text: str) -> click.Command:
+    @click.command(kind.replace("_", "-"), help=help_text)
+    @click.option("--child", "child_key", required=True, help="The child's pseudonymous key.")
+    @click.option("--nhs-number", default=None, help="The child's NHS number (needed for a health flag).")
+    @click.option("--risk", type=click.Choice(["low", "medium", "high"]), default=None)
+    @click.option("--reason", default=None, help="Why (required to close a case).")
+    @click.option("--by", "decided_by", required=True, help="Who decided.")
+    @click.option("--authority", default=None, help="Owning local authority.")
+    @click.option("--phone", default=None, help="Owning local authority contact number.")
+    def command(**options: Any) -> None:
+        from producers.decisions import publish_decision
+
+        event_id = publish_decision(_settings(), kind, **options)
+        click.echo(f"published {kind} {event_id}")
+
+    return command
+
+
+for _kind, _help in (
+    ("case_opened", "Open a case on the CSE tracker."),
+    ("case_closed", "Close a case (makes the health flag inactive with the reason)."),
+    ("risk_level_set", "Set the child's CSE risk level."),
+    ("strategy_meeting_held", "Record a multi-agency strategy meeting."),
+):
+    cases.add_command(_decision_command(_kind, _help))
+
+
+# -- the demo -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--days", type=int, default=180, show_default=True)
+@click.option("--children", type=int, default=300, show_default=True)
+def demo(seed: int, days: int, children: int) -> None:
+    """Run the whole pipeline on a simulated county and print what came out."""
+    from hubstream.demo import run_demo
+
+    run_demo(_settings(), seed=seed, days=days, children=children)
+
+
+def main() -> None:
+    cli(prog_name="hubstream")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Prometheus metrics of every long-running hubstream process (documented in the README)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+EVENTS_IN = Counter("hubstream_events_in_total", "Events consumed, by topic and schema.", ["topic", "schema"])
+EVENTS_OUT = Counter("hubstream_events_out_total", "Events produced, by topic.", ["topic"])
+DEAD_LETTERS = Counter("hubstream_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic", "stage"])
+ALERTS_RAISED = Counter("hubstream_alerts_raised_total", "Alerts raised by the stream worker.", ["rule", "area"])
+ROWS_WRITTEN = Counter("hubstream_rows_written_total", "Rows committed to a case store.", ["store"])
+DB_ERRORS = Counter("hubstream_db_errors_total", "Database errors waited out by a consumer.", ["store"])
+BATCH_SIZE = Histogram(
+    "hubstream_sink_batch_size", "Messages per committed consumer batch.", ["store"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+EVENT_TO_ROW_SECONDS = Histogram(
+    "hubstream_event_to_row_seconds", "From an alert's publication to its row being committed.", ["store"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on 127.0.0.1:port (a no-op when port is 0)."""
+    if port:
+        start_http_server(port, addr="127.0.0.1")

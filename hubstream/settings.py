@@ -1,0 +1,73 @@
+"""Every setting hubstream reads, in one place.
+
+Each setting comes from an environment variable (``HUBSTREAM_*``) with a default that
+works for the local stack the project starts itself. Nothing here connects to anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"setting {name} must be a whole number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path(_env("HUBSTREAM_HOME", str(PROJECT_ROOT / ".local"))))
+    kafka_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_KAFKA_PORT", 19092))
+    kafka_controller_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_KAFKA_CONTROLLER_PORT", 19093))
+    pg_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_PG_PORT", 15432))
+    registry_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_REGISTRY_PORT", 18081))
+    metrics_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_METRICS_PORT", 19100))
+    area: str = field(default_factory=lambda: _env("HUBSTREAM_AREA", "E10000018"))
+    authority_name: str = field(
+        default_factory=lambda: _env("HUBSTREAM_AUTHORITY_NAME", "Leicestershire County Council")
+    )
+    authority_phone: str = field(default_factory=lambda: _env("HUBSTREAM_AUTHORITY_PHONE", "0116 496 0000"))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return _env("HUBSTREAM_BOOTSTRAP_SERVERS", f"127.0.0.1:{self.kafka_port}")
+
+    @property
+    def pg_dsn(self) -> str:
+        return _env(
+            "HUBSTREAM_PG_DSN",
+            f"host=127.0.0.1 port={self.pg_port} dbname=hubstream user=hubstream",
+        )
+
+    @property
+    def hub_store_dsn(self) -> str:
+        """The hub consumer and hub CLI connect as the hub_store role (hub and audit tables only)."""
+        return _env("HUBSTREAM_HUB_STORE_DSN", f"host=127.0.0.1 port={self.pg_port} dbname=hubstream user=hub_store")
+
+    @property
+    def health_store_dsn(self) -> str:
+        """The health consumer and flag readers connect as health_store (health tables only)."""
+        return _env(
+            "HUBSTREAM_HEALTH_STORE_DSN", f"host=127.0.0.1 port={self.pg_port} dbname=hubstream user=health_store"
+        )
+
+    @property
+    def registry_url(self) -> str:
+        return _env("HUBSTREAM_REGISTRY_URL", f"http://127.0.0.1:{self.registry_port}/apis/ccompat/v7")
+
+
+def load() -> Settings:
+    return Settings()

@@ -1,0 +1,102 @@
+"""The topic catalogue: every topic hubstream uses, declared once.
+
+`hubstream topics create` makes them from this list; the README table is written from it.
+Retention is kept long (or forever) on the event topics because replaying history when a
+rule changes is a core use; CSE records are retained, not deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FOREVER = -1
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    schema: str
+    key: str
+    writers: str
+    readers: str
+    partitions: int = 6
+    retention_ms: int = FOREVER
+    cleanup_policy: str = "delete"
+
+    @property
+    def config(self) -> dict[str, str]:
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+
+
+POLICE_INTELLIGENCE = Topic(
+    "hubstream.intelligence.police",
+    "IntelligenceReport",
+    "pseudonymous key of the first child named, else the event id",
+    "police systems",
+    "stream worker",
+)
+PARTNER_INTELLIGENCE = Topic(
+    "hubstream.intelligence.partner",
+    "IntelligenceReport",
+    "pseudonymous key of the first child named, else the event id",
+    "partner agencies",
+    "stream worker",
+)
+MISSING_EPISODES = Topic(
+    "hubstream.missing-episodes",
+    "MissingEpisodeEvent",
+    "pseudonymous child key (keeps one child's episodes in order)",
+    "police missing-person systems, social care",
+    "stream worker",
+)
+HUB_DECISIONS = Topic(
+    "hubstream.hub-decisions",
+    "HubDecision",
+    "pseudonymous child key",
+    "the hub (`hubstream cases`)",
+    "hub consumer, health flag raiser",
+)
+ALERTS = Topic(
+    "hubstream.alerts",
+    "Alert",
+    "alert subject (child key, coarse cell or entity key)",
+    "stream worker",
+    "hub consumer",
+)
+POLICE_ALERTS = Topic(
+    "hubstream.alerts.police",
+    "Alert",
+    "alert subject",
+    "stream worker",
+    "police systems",
+)
+HEALTH_FLAGS = Topic(
+    "hubstream.health-flags",
+    "HealthCseFlag",
+    "flag id (pseudonymous child key and SNOMED code)",
+    "health flag raiser",
+    "health consumer, NHS systems",
+    cleanup_policy="compact",
+)
+DEAD_LETTERS = Topic(
+    "hubstream.dead-letters",
+    "DeadLetter",
+    "original message key",
+    "every producer, worker and consumer",
+    "operators",
+    partitions=1,
+)
+
+ALL: tuple[Topic, ...] = (
+    POLICE_INTELLIGENCE,
+    PARTNER_INTELLIGENCE,
+    MISSING_EPISODES,
+    HUB_DECISIONS,
+    ALERTS,
+    POLICE_ALERTS,
+    HEALTH_FLAGS,
+    DEAD_LETTERS,
+)
+
+BY_NAME = {t.name: t for t in ALL}

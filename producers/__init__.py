@@ -1,0 +1,1 @@
+"""Producers: turn event files and simulations into messages on the input topics."""

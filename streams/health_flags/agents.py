@@ -1,0 +1,30 @@
+"""Health CSE flags, raised and made inactive by hub decisions (never by algorithmic alerts)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from hubstream import topics as catalogue
+from streams.app import app, decode, decisions_topic, health_flags_topic, serde, state_table
+from streams.rules import health_flag
+
+states = state_table("health-flag", "health_flag_state")
+
+
+@app.agent(decisions_topic)
+async def hub_decisions(stream: faust.StreamT[Any]) -> None:
+    async for event in stream.events():
+        record = decode(event, "HubDecision")
+        if record is None:
+            continue
+        child = record["person_key"]
+        state = states.get(child) or health_flag.FlagState()
+        state, flags = health_flag.apply(state, record)
+        states[child] = state
+        for flag in flags:
+            flag["reported_at"] = datetime.now(UTC)
+            data = serde.encode(catalogue.HEALTH_FLAGS.name, "HealthCseFlag", flag)
+            await health_flags_topic.send(key=flag["flag_id"].encode(), value=data)

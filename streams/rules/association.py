@@ -1,0 +1,138 @@
+"""Association: one adult, vehicle, phone or online handle seen with several children.
+
+State is per entity, keyed ``kind:key`` (:attr:`Entity.ref`); ``initial(ref)``. The adapter
+sends each :class:`IntelligenceReport` to every key in :func:`keys_for`. Semantics:
+
+* A report ``r`` naming the entity *qualifies* when the reports naming it with
+  ``occurred_at`` in ``[r.t - days, r.t]`` (both inclusive) name at least ``min_children``
+  distinct children. The first report to do so is the one that brings the K-th child; each
+  later report inside such a window qualifies too and fires its own alert (new evidence of
+  an active network), as repeat missing does for each further episode.
+* Each qualifying report fires exactly once: id from (rule, ``kind:key``, report event id,
+  settings); evidence = ids of the reports in its window when it fired; window
+  ``[r.t - days, r.t]``; ``raised_at`` = ``r.t``; severity ``medium``; handling-code-C
+  conditions of any evidence report travel in ``handling_conditions``.
+* A report seen again (same event id) is ignored; adding reports never un-qualifies one, so
+  any permutation of the same reports fires the same alert ids.
+* ``advance`` drops reports older than ``watermark - days - allowed_lateness_days``;
+  reports older than ``watermark - allowed_lateness_days`` raise :class:`LateEventError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from streams.rules._json import decode, encode
+from streams.rules._time import advance_watermark, check_not_late
+from streams.rules.alerts import Alert, alert_id, new_alert
+from streams.rules.errors import MisroutedEventError
+from streams.rules.events import IntelligenceReport, RuleEvent
+from streams.rules.settings import AssociationSettings, identity
+
+RULE: Final = "association"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A report naming the entity, as the rule remembers it."""
+
+    event_id: str
+    occurred_at: datetime
+    area: str
+    children: tuple[str, ...]
+    conditions: str | None
+
+
+@dataclass(frozen=True)
+class AssociationState:
+    entity: str  # kind:key
+    links: tuple[Link, ...] = ()  # ordered by (occurred_at, event_id)
+    fired: tuple[tuple[str, str], ...] = ()  # (report event_id, alert_id), sorted
+    watermark: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        encoded: dict[str, Any] = encode(self)
+        return encoded
+
+    @classmethod
+    def from_json(cls, raw: object) -> AssociationState:
+        return decode(cls, raw)
+
+
+def initial(entity_ref: str) -> AssociationState:
+    return AssociationState(entity=entity_ref)
+
+
+def keys_for(report: IntelligenceReport) -> list[str]:
+    """Every state key a report must be sent to: its entities as ``kind:key``."""
+    return sorted({e.ref for e in report.entities})
+
+
+def apply(
+    state: AssociationState, event: RuleEvent, settings: AssociationSettings
+) -> tuple[AssociationState, list[Alert]]:
+    """Fold in an intelligence report; other events leave state unchanged."""
+    if not isinstance(event, IntelligenceReport):
+        return state, []
+    if state.entity not in keys_for(event):
+        raise MisroutedEventError(
+            f"IntelligenceReport {event.event_id!r} does not name entity {state.entity!r}"
+        )
+    if any(link.event_id == event.event_id for link in state.links):
+        return state, []
+    check_not_late(event.event_id, event.occurred_at, state.watermark, settings.allowed_lateness_days)
+    link = Link(event.event_id, event.occurred_at, event.area,
+                tuple(sorted(set(event.children))), event.conditions)
+    links = tuple(sorted((*state.links, link), key=lambda x: (x.occurred_at, x.event_id)))
+    return _fire(replace(state, links=links), settings)
+
+
+def advance(
+    state: AssociationState, watermark: datetime, settings: AssociationSettings
+) -> tuple[AssociationState, list[Alert]]:
+    """Move the watermark on and prune; associations never fire on time alone."""
+    mark = advance_watermark(state.watermark, watermark)
+    horizon = mark - timedelta(days=settings.days + settings.allowed_lateness_days)
+    links = tuple(x for x in state.links if x.occurred_at >= horizon)
+    held = {x.event_id for x in links}
+    fired = tuple(f for f in state.fired if f[0] in held)
+    return replace(state, links=links, fired=fired, watermark=mark), []
+
+
+def _fire(
+    state: AssociationState, settings: AssociationSettings
+) -> tuple[AssociationState, list[Alert]]:
+    # Per-entity state is small, so every unfired report is re-checked.
+    fired_ids = {a for _, a in state.fired}
+    marks: list[tuple[str, str]] = []
+    alerts: list[Alert] = []
+    for link in state.links:
+        this_id = alert_id(RULE, state.entity, [link.event_id], identity(settings))
+        if this_id in fired_ids:
+            continue
+        start = link.occurred_at - timedelta(days=settings.days)
+        window = [x for x in state.links if start <= x.occurred_at <= link.occurred_at]
+        if len({c for x in window for c in x.children}) >= settings.min_children:
+            fired_ids.add(this_id)
+            marks.append((link.event_id, this_id))
+            alerts.append(_alert(state.entity, link, window, settings))
+    return replace(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
+
+
+def _alert(entity: str, anchor: Link, window: list[Link], settings: AssociationSettings) -> Alert:
+    return new_alert(
+        rule=RULE,
+        subject_kind="entity",
+        subject=entity,
+        anchor_ids=[anchor.event_id],
+        area=anchor.area,
+        severity="medium",
+        window_start=anchor.occurred_at - timedelta(days=settings.days),
+        window_end=anchor.occurred_at,
+        evidence=[x.event_id for x in window],
+        raised_at=anchor.occurred_at,
+        settings=identity(settings),
+        handling_conditions=[x.conditions for x in window if x.conditions is not None],
+    )

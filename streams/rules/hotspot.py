@@ -1,0 +1,233 @@
+"""Hotspot: reports and missing-episode locations clustering in space and time.
+
+Space is H3. An observation is one location of an :class:`IntelligenceReport`, or the
+location of a :class:`MissingReported` / :class:`ChildReturned` (its child is the one child
+named). Its fine cell is the H3 cell at ``resolution``; the neighbourhood of a fine cell is
+``grid_disk(cell, neighbour_rings)``.
+
+State is per coarse cell: ``initial(cell)`` with ``cell`` an H3 cell at
+``report_resolution``. The adapter sends an event to every key in :func:`keys_for_event`:
+the parents of every fine cell within ``neighbour_rings`` of one of its locations, which is
+exactly the set of coarse cells whose centre cells can see it.
+
+Semantics:
+
+* An observation ``o`` (grouped by event id: the *anchor*) fires for coarse cell ``K`` when,
+  for some centre cell ``c`` within ``neighbour_rings`` of ``o``'s fine cell and with
+  ``cell_to_parent(c, report_resolution) == K``, the observations in ``c``'s neighbourhood
+  with ``occurred_at`` in ``[o.t - days, o.t]`` (both inclusive) come from at least
+  ``min_reports`` distinct events, ``min_agencies`` distinct agencies and name at least
+  ``min_children`` distinct children.
+* One alert per (coarse cell, anchor event): id from (rule, ``K``, anchor event id,
+  settings), however many centre cells qualify; centres are tried in sorted order and the
+  first that qualifies gives the evidence. Subject is ``K``, never the fine cell, so an
+  alert never points at a single address. Window ``[o.t - days, o.t]``, ``raised_at`` =
+  ``o.t``, severity ``medium`` (the hub sets risk after triage).
+* Adding observations never un-qualifies an anchor, so any permutation of the same events
+  (with duplicates, matched on event id) fires the same alert ids.
+* ``advance`` drops observations older than ``watermark - days - allowed_lateness_days``;
+  events older than ``watermark - allowed_lateness_days`` raise :class:`LateEventError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any, Final
+
+import h3
+
+from streams.rules._json import decode, encode
+from streams.rules._time import advance_watermark, check_not_late
+from streams.rules.alerts import Alert, alert_id, new_alert
+from streams.rules.errors import MisroutedEventError
+from streams.rules.events import ChildReturned, IntelligenceReport, Location, MissingReported, RuleEvent
+from streams.rules.settings import HotspotSettings, identity
+
+RULE: Final = "hotspot"
+
+
+@dataclass(frozen=True)
+class Observation:
+    event_id: str
+    occurred_at: datetime
+    lat: float
+    lon: float
+    area: str
+    agency: str
+    children: tuple[str, ...]
+    conditions: str | None  # handling-code-C conditions of the source report
+
+
+@dataclass(frozen=True)
+class HotspotState:
+    cell: str
+    observations: tuple[Observation, ...] = ()  # ordered by (occurred_at, event_id, lat, lon)
+    fired: tuple[tuple[str, str], ...] = ()  # (anchor event_id, alert_id), sorted
+    watermark: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        encoded: dict[str, Any] = encode(self)
+        return encoded
+
+    @classmethod
+    def from_json(cls, raw: object) -> HotspotState:
+        return decode(cls, raw)
+
+
+def initial(cell: str) -> HotspotState:
+    return HotspotState(cell=cell)
+
+
+def observations_of(event: RuleEvent) -> list[Observation]:
+    """The located observations an event contributes (none for events without a location)."""
+    if isinstance(event, IntelligenceReport):
+        return [
+            Observation(event.event_id, event.occurred_at, loc.lat, loc.lon, event.area,
+                        event.agency, tuple(sorted(set(event.children))), event.conditions)
+            for loc in event.locations
+        ]
+    if isinstance(event, (MissingReported, ChildReturned)) and event.location is not None:
+        loc = event.location
+        return [Observation(event.event_id, event.occurred_at, loc.lat, loc.lon, event.area,
+                            event.agency, (event.child_id,), None)]
+    return []
+
+
+def keys_for(location: Location, settings: HotspotSettings) -> list[str]:
+    """Coarse cells whose centre cells have ``location`` within ``neighbour_rings``."""
+    fine = _cell(location.lat, location.lon, settings.resolution)
+    return sorted({_parent(c, settings.report_resolution)
+                   for c in _disk(fine, settings.neighbour_rings)})
+
+
+def keys_for_event(event: RuleEvent, settings: HotspotSettings) -> list[str]:
+    """Every state key an event must be sent to (empty if it has no location)."""
+    keys: set[str] = set()
+    for o in observations_of(event):
+        keys.update(keys_for(Location(o.lat, o.lon), settings))
+    return sorted(keys)
+
+
+def apply(
+    state: HotspotState, event: RuleEvent, settings: HotspotSettings
+) -> tuple[HotspotState, list[Alert]]:
+    """Fold in an event's observations that concern this coarse cell."""
+    observations = observations_of(event)
+    if not observations:
+        return state, []
+    mine = [o for o in observations if state.cell in keys_for(Location(o.lat, o.lon), settings)]
+    if not mine:
+        raise MisroutedEventError(
+            f"{type(event).__name__} {event.event_id!r} has no location near cell {state.cell!r}"
+        )
+    if any(o.event_id == event.event_id for o in state.observations):
+        return state, []
+    check_not_late(event.event_id, event.occurred_at, state.watermark, settings.allowed_lateness_days)
+    held = tuple(sorted((*state.observations, *mine), key=_order))
+    return _fire(replace(state, observations=held), event.occurred_at, settings)
+
+
+def advance(
+    state: HotspotState, watermark: datetime, settings: HotspotSettings
+) -> tuple[HotspotState, list[Alert]]:
+    """Move the watermark on and prune; hotspots never fire on time alone."""
+    mark = advance_watermark(state.watermark, watermark)
+    horizon = mark - timedelta(days=settings.days + settings.allowed_lateness_days)
+    kept = tuple(o for o in state.observations if o.occurred_at >= horizon)
+    held = {o.event_id for o in kept}
+    fired = tuple(f for f in state.fired if f[0] in held)
+    return replace(state, observations=kept, fired=fired, watermark=mark), []
+
+
+def _fire(
+    state: HotspotState, trigger_at: datetime, settings: HotspotSettings
+) -> tuple[HotspotState, list[Alert]]:
+    # Only anchors whose window [t - days, t] contains the new event can change; a coarse
+    # cell holds many observations, so the rest are not re-checked.
+    window = timedelta(days=settings.days)
+    fired_ids = {a for _, a in state.fired}
+    anchors = sorted({(o.occurred_at, o.event_id) for o in state.observations
+                      if trigger_at <= o.occurred_at <= trigger_at + window})
+    marks: list[tuple[str, str]] = []
+    alerts: list[Alert] = []
+    for at, event_id in anchors:
+        this_id = alert_id(RULE, state.cell, [event_id], identity(settings))
+        if this_id in fired_ids:
+            continue
+        alert = _evaluate(state, event_id, at, settings)
+        if alert is not None:
+            fired_ids.add(this_id)
+            marks.append((event_id, this_id))
+            alerts.append(alert)
+    return replace(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
+
+
+def _evaluate(
+    state: HotspotState, event_id: str, at: datetime, settings: HotspotSettings
+) -> Alert | None:
+    rings, start = settings.neighbour_rings, at - timedelta(days=settings.days)
+    anchor = [o for o in state.observations if o.event_id == event_id]
+    centres = sorted({c for o in anchor for c in _disk(_fine(o, settings), rings)
+                      if _parent(c, settings.report_resolution) == state.cell})
+    recent = [(o, _fine(o, settings)) for o in state.observations if start <= o.occurred_at <= at]
+    for centre in centres:
+        near = _disk(centre, rings)
+        inside = [o for o, cell in recent if cell in near]
+        if _enough(inside, settings):
+            return _alert(state.cell, anchor[0], inside, settings)
+    return None
+
+
+def _enough(inside: list[Observation], settings: HotspotSettings) -> bool:
+    return (
+        len({o.event_id for o in inside}) >= settings.min_reports
+        and len({o.agency for o in inside}) >= settings.min_agencies
+        and len({c for o in inside for c in o.children}) >= settings.min_children
+    )
+
+
+def _alert(
+    cell: str, anchor: Observation, inside: list[Observation], settings: HotspotSettings
+) -> Alert:
+    return new_alert(
+        rule=RULE,
+        subject_kind="cell",
+        subject=cell,
+        anchor_ids=[anchor.event_id],
+        area=anchor.area,
+        severity="medium",
+        window_start=anchor.occurred_at - timedelta(days=settings.days),
+        window_end=anchor.occurred_at,
+        evidence=[o.event_id for o in inside],
+        raised_at=anchor.occurred_at,
+        settings=identity(settings),
+        handling_conditions=[o.conditions for o in inside if o.conditions is not None],
+    )
+
+
+def _order(o: Observation) -> tuple[datetime, str, float, float]:
+    return (o.occurred_at, o.event_id, o.lat, o.lon)
+
+
+def _fine(o: Observation, settings: HotspotSettings) -> str:
+    return _cell(o.lat, o.lon, settings.resolution)
+
+
+# H3 calls are pure functions of their arguments; caching them keeps replays fast.
+@lru_cache(maxsize=65536)
+def _cell(lat: float, lon: float, resolution: int) -> str:
+    cell: str = h3.latlng_to_cell(lat, lon, resolution)
+    return cell
+
+
+@lru_cache(maxsize=65536)
+def _parent(cell: str, resolution: int) -> str:
+    parent: str = h3.cell_to_parent(cell, resolution)
+    return parent
+
+
+@lru_cache(maxsize=65536)
+def _disk(cell: str, rings: int) -> frozenset[str]:
+    return frozenset(h3.grid_disk(cell, rings))

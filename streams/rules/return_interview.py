@@ -1,0 +1,211 @@
+"""Return interview overdue: no return interview within ``hours`` of a child returning.
+
+State is per child (``initial(child_id)``), one record per missing episode. Semantics:
+
+* ``returned_at`` is the earliest :class:`ChildReturned` ``occurred_at`` for the episode;
+  ``deadline = returned_at + hours``, in exact elapsed hours (UTC), so a deadline spanning a
+  UK clock change is still 72 real hours.
+* The overdue alert fires once, when the watermark is ``>= deadline`` and no
+  :class:`ReturnInterview` (completed or declined) for the episode has ``occurred_at <=
+  deadline``. It fires from ``advance`` or, when the return itself arrives after the
+  watermark has passed its deadline, from ``apply``. Anchor = the episode; window =
+  ``[returned_at, deadline]``; ``raised_at`` = the deadline; evidence = the return events.
+* Any interview known for an episode whose overdue alert has fired, whether it arrived
+  after the alert or was already held (it occurred after the deadline), raises one
+  ``return_interview_resolved`` follow-up with ``resolves`` = the overdue alert id,
+  ``raised_at`` = the interview's ``occurred_at`` (earlier than the deadline when the
+  interview was on time but reported late), evidence = returns plus that interview.
+* Interviews may arrive before their return; they are held and count when it arrives.
+* Pruning on ``advance``: a closed episode (interviewed, or resolved) is dropped once its
+  deadline is older than ``watermark - allowed_lateness_days``; interviews with no return are
+  dropped once older than that. An overdue episode with no interview is kept until one
+  arrives. Returns, and interviews for episodes not held, older than ``watermark -
+  allowed_lateness_days`` are refused with :class:`LateEventError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from streams.rules._json import decode, encode
+from streams.rules._time import advance_watermark, check_not_late
+from streams.rules.alerts import Alert, new_alert
+from streams.rules.errors import MisroutedEventError
+from streams.rules.events import ChildReturned, ReturnInterview, RuleEvent
+from streams.rules.settings import ReturnInterviewSettings, identity
+
+OVERDUE: Final = "return_interview_overdue"
+RESOLVED: Final = "return_interview_resolved"
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A return or interview as the rule remembers it (area is the reporting area, if any)."""
+
+    event_id: str
+    occurred_at: datetime
+    area: str = ""
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    episode_id: str
+    returns: tuple[Stamp, ...] = ()  # ordered by (occurred_at, event_id)
+    interviews: tuple[Stamp, ...] = ()  # ordered by (occurred_at, event_id)
+    overdue_alert_id: str | None = None
+    resolved: bool = False
+
+    def deadline(self, settings: ReturnInterviewSettings) -> datetime | None:
+        if not self.returns:
+            return None
+        return self.returns[0].occurred_at + timedelta(hours=settings.hours)
+
+    def holds(self, event_id: str) -> bool:
+        return any(s.event_id == event_id for s in (*self.returns, *self.interviews))
+
+
+@dataclass(frozen=True)
+class ReturnInterviewState:
+    child_id: str
+    episodes: tuple[EpisodeRecord, ...] = ()  # ordered by episode_id
+    watermark: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        encoded: dict[str, Any] = encode(self)
+        return encoded
+
+    @classmethod
+    def from_json(cls, raw: object) -> ReturnInterviewState:
+        return decode(cls, raw)
+
+    def episode(self, episode_id: str) -> EpisodeRecord | None:
+        return next((e for e in self.episodes if e.episode_id == episode_id), None)
+
+
+def initial(child_id: str) -> ReturnInterviewState:
+    return ReturnInterviewState(child_id=child_id)
+
+
+def apply(
+    state: ReturnInterviewState, event: RuleEvent, settings: ReturnInterviewSettings
+) -> tuple[ReturnInterviewState, list[Alert]]:
+    """Fold in a return or interview; other events leave state unchanged."""
+    if not isinstance(event, (ChildReturned, ReturnInterview)):
+        return state, []
+    if event.child_id != state.child_id:
+        raise MisroutedEventError(
+            f"{type(event).__name__}.child_id {event.child_id!r} sent to state of {state.child_id!r}"
+        )
+    held = state.episode(event.episode_id)
+    record = held or EpisodeRecord(event.episode_id)
+    if record.holds(event.event_id):
+        return state, []
+    if isinstance(event, ChildReturned) or held is None:
+        check_not_late(
+            event.event_id, event.occurred_at, state.watermark, settings.allowed_lateness_days
+        )
+    record = _record(record, event)
+    record, alerts = _check(state.child_id, record, state.watermark, settings)
+    return _put(state, record), alerts
+
+
+def advance(
+    state: ReturnInterviewState, watermark: datetime, settings: ReturnInterviewSettings
+) -> tuple[ReturnInterviewState, list[Alert]]:
+    """Raise what the new watermark makes overdue, then prune closed episodes."""
+    mark = advance_watermark(state.watermark, watermark)
+    horizon = mark - timedelta(days=settings.allowed_lateness_days)
+    kept: list[EpisodeRecord] = []
+    alerts: list[Alert] = []
+    for record in state.episodes:
+        record, raised = _check(state.child_id, record, mark, settings)
+        alerts.extend(raised)
+        if not _prunable(record, horizon, settings):
+            kept.append(record)
+    return replace(state, episodes=tuple(kept), watermark=mark), alerts
+
+
+def _record(record: EpisodeRecord, event: ChildReturned | ReturnInterview) -> EpisodeRecord:
+    if isinstance(event, ChildReturned):
+        returns = _sorted((*record.returns, Stamp(event.event_id, event.occurred_at, event.area)))
+        return replace(record, returns=returns)
+    interviews = _sorted((*record.interviews, Stamp(event.event_id, event.occurred_at)))
+    return replace(record, interviews=interviews)
+
+
+def _sorted(stamps: tuple[Stamp, ...]) -> tuple[Stamp, ...]:
+    return tuple(sorted(stamps, key=lambda s: (s.occurred_at, s.event_id)))
+
+
+def _put(state: ReturnInterviewState, record: EpisodeRecord) -> ReturnInterviewState:
+    others = [e for e in state.episodes if e.episode_id != record.episode_id]
+    return replace(state, episodes=tuple(sorted((*others, record), key=lambda e: e.episode_id)))
+
+
+def _check(
+    child_id: str,
+    record: EpisodeRecord,
+    watermark: datetime | None,
+    settings: ReturnInterviewSettings,
+) -> tuple[EpisodeRecord, list[Alert]]:
+    alerts: list[Alert] = []
+    deadline = record.deadline(settings)
+    if record.overdue_alert_id is None and deadline is not None and watermark is not None:
+        on_time = any(i.occurred_at <= deadline for i in record.interviews)
+        if watermark >= deadline and not on_time:
+            overdue = _overdue_alert(child_id, record, deadline, settings)
+            record = replace(record, overdue_alert_id=overdue.alert_id)
+            alerts.append(overdue)
+    if record.overdue_alert_id is not None and not record.resolved and record.interviews:
+        assert deadline is not None  # an overdue alert implies a return
+        alerts.append(_resolved_alert(child_id, record, deadline, settings))
+        record = replace(record, resolved=True)
+    return record, alerts
+
+
+def _prunable(record: EpisodeRecord, horizon: datetime, settings: ReturnInterviewSettings) -> bool:
+    deadline = record.deadline(settings)
+    if deadline is None:
+        return all(i.occurred_at < horizon for i in record.interviews)
+    closed = record.resolved or (record.overdue_alert_id is None and bool(record.interviews))
+    return closed and deadline < horizon
+
+
+def _overdue_alert(
+    child_id: str, record: EpisodeRecord, deadline: datetime, settings: ReturnInterviewSettings
+) -> Alert:
+    return new_alert(
+        rule=OVERDUE,
+        subject_kind="child",
+        subject=child_id,
+        anchor_ids=[record.episode_id],
+        area=record.returns[0].area,
+        severity="medium",
+        window_start=record.returns[0].occurred_at,
+        window_end=deadline,
+        evidence=[s.event_id for s in record.returns],
+        raised_at=deadline,
+        settings=identity(settings),
+    )
+
+
+def _resolved_alert(
+    child_id: str, record: EpisodeRecord, deadline: datetime, settings: ReturnInterviewSettings
+) -> Alert:
+    interview = record.interviews[0]  # the earliest, so a batch replay picks the same one
+    return new_alert(
+        rule=RESOLVED,
+        subject_kind="child",
+        subject=child_id,
+        anchor_ids=[record.episode_id],
+        area=record.returns[0].area,
+        severity="low",
+        window_start=record.returns[0].occurred_at,
+        window_end=deadline,
+        evidence=[*(s.event_id for s in record.returns), interview.event_id],
+        raised_at=interview.occurred_at,
+        settings=identity(settings),
+        resolves=record.overdue_alert_id,
+    )

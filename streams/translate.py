@@ -1,0 +1,109 @@
+"""Translate between the wire (Avro records) and the rules (frozen dataclasses).
+
+This is the only place that knows both shapes; the rules never see Avro and the agents
+never see rule internals beyond the fold API.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from streams import rules
+from streams.rules import _json
+from streams.rules.events import ENTITY_KINDS
+
+_OBJECT_ENTITY = {"vehicle": "vehicle", "phone": "phone", "online_handle": "online_handle"}
+
+
+def _location(raw: dict[str, Any] | None) -> rules.Location | None:
+    if raw is None or raw.get("lat") is None or raw.get("lon") is None:
+        return None
+    return rules.Location(raw["lat"], raw["lon"])
+
+
+def missing_event(record: dict[str, Any]) -> rules.RuleEvent | None:
+    """The rule event for a MissingEpisodeEvent record, or None for steps no rule uses."""
+    kind = record["kind"]
+    common = {
+        "event_id": record["event_id"],
+        "child_id": record["person_key"],
+        "episode_id": record["episode_id"],
+        "occurred_at": record["occurred_at"],
+    }
+    if kind == "reported_missing":
+        return rules.MissingReported(
+            **common, area=record["area"], agency=record["agency"],
+            location=_location(record.get("last_seen")), risk_level=record["risk_level"],
+        )
+    if kind == "found_or_returned":
+        return rules.ChildReturned(
+            **common, area=record["area"], agency=record["agency"], location=_location(record.get("found"))
+        )
+    if kind == "return_interview":
+        return rules.ReturnInterview(**common, outcome=record["interview_outcome"])
+    return None
+
+
+def _entity(kind: str, value: str) -> rules.Entity:
+    return rules.Entity(kind, rules.normalise_vrm(value) if kind == "vehicle" else value.strip())  # type: ignore[arg-type]
+
+
+def intelligence_event(record: dict[str, Any]) -> rules.IntelligenceReport:
+    persons = record["persons"]
+    entities = [_entity("adult", p["person_key"]) for p in persons if p["role"] == "adult_of_concern"]
+    entities += [_entity(_OBJECT_ENTITY[o["kind"]], o["value"]) for o in record["objects"] if o["kind"] in _OBJECT_ENTITY]
+    grading = record.get("grading")
+    return rules.IntelligenceReport(
+        event_id=record["event_id"],
+        occurred_at=record["occurred_at"],
+        area=record["area"],
+        agency=record["reporting_agency"],
+        children=tuple(sorted({p["person_key"] for p in persons if p["role"] == "child_at_risk"})),
+        locations=tuple(loc for loc in map(_location, record["locations"]) if loc is not None),
+        entities=tuple(sorted(set(entities), key=lambda e: (e.kind, e.key))),
+        handling_code=grading["handling_code"] if grading else None,
+        handling_conditions=grading.get("handling_conditions") if grading else None,
+    )
+
+
+assert set(_OBJECT_ENTITY.values()) <= set(ENTITY_KINDS)
+
+# Events re-keyed onto the worker's internal topics travel as tagged JSON.
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (rules.MissingReported, rules.ChildReturned, rules.ReturnInterview, rules.IntelligenceReport)
+}
+
+
+def event_to_bytes(event: rules.RuleEvent) -> bytes:
+    return json.dumps({"type": type(event).__name__, "event": _json.encode(event)}, separators=(",", ":")).encode()
+
+
+def event_from_bytes(data: bytes) -> rules.RuleEvent:
+    raw = json.loads(data)
+    decoded: rules.RuleEvent = _json.decode(_EVENT_TYPES[raw["type"]], raw["event"], raw["type"])
+    return decoded
+
+
+def alert_record(alert: rules.Alert, published_at: datetime) -> dict[str, Any]:
+    """The Avro Alert record for a rule alert."""
+    return {
+        "event_id": alert.alert_id,
+        "occurred_at": alert.raised_at,
+        "reported_at": published_at,
+        "alert_id": alert.alert_id,
+        "rule": alert.rule,
+        "subject_kind": alert.subject_kind,
+        "subject": alert.subject,
+        "area": alert.area,
+        "severity": alert.severity,
+        "window_start": alert.window_start,
+        "window_end": alert.window_end,
+        "evidence": list(alert.evidence),
+        "raised_at": alert.raised_at,
+        "settings": {name: str(value) for name, value in alert.settings},
+        "handling_conditions": list(alert.handling_conditions),
+        "resolves": alert.resolves,
+    }

@@ -1,0 +1,223 @@
+import json
+from datetime import timedelta
+
+import h3
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rules_factories import day, ids, interview, missing, report, returned
+
+from streams.rules import HotspotSettings, LateEventError, Location, MisroutedEventError
+from streams.rules import hotspot as rule
+from streams.rules.alerts import Alert
+
+DEFAULT = HotspotSettings()
+SECOND = timedelta(seconds=1)
+
+# A coarse (resolution 6) cell in Leeds and its centre fine cell, whose 3-ring disk stays
+# inside it, so single-cell tests involve one state key only.
+COARSE = h3.cell_to_parent(h3.latlng_to_cell(53.7997, -1.5492, 8), 6)
+CENTRE = h3.cell_to_center_child(COARSE, 8)
+# A fine cell on the coarse cell's edge: its neighbours have more than one parent.
+EDGE = min(c for c in h3.cell_to_children(COARSE, 8)
+           if len({h3.cell_to_parent(n, 6) for n in h3.grid_disk(c, 1)}) > 1)
+
+
+def at_cell(cell: str) -> Location:
+    return Location(*h3.cell_to_latlng(cell))
+
+
+def ring(cell: str, k: int) -> str:
+    return min(h3.grid_ring(cell, k))
+
+
+def sightings(n: int, cell: str = CENTRE, when=None, prefix: str = "r", **kw) -> list:
+    """n reports at one cell, an hour apart from ``when`` (day 0), two agencies, two children."""
+    when = when or day(0)
+    return [report(f"{prefix}{i}", when + timedelta(hours=i), locations=[at_cell(cell)],
+                   agency=("police", "school")[i % 2], children=[f"c{i % 2}"], **kw)
+            for i in range(n)]
+
+
+def route(events: list, settings: HotspotSettings = DEFAULT) -> tuple[dict, list[Alert]]:
+    """What the adapter does: each event to every key it concerns, state per key."""
+    states: dict[str, rule.HotspotState] = {}
+    alerts: list[Alert] = []
+    for event in events:
+        for key in rule.keys_for_event(event, settings):
+            states[key], raised = rule.apply(states.get(key) or rule.initial(key), event, settings)
+            alerts += raised
+    return states, alerts
+
+
+def test_fixture_cells_are_where_the_tests_assume() -> None:
+    assert {h3.cell_to_parent(c, 6) for c in h3.grid_disk(CENTRE, 3)} == {COARSE}
+    assert len(rule.keys_for(at_cell(EDGE), DEFAULT)) > 1
+
+
+def test_five_reports_from_two_agencies_about_two_children_raise_a_hotspot() -> None:
+    _, [alert] = route(sightings(5))
+    assert (alert.rule, alert.subject_kind, alert.subject) == ("hotspot", "cell", COARSE)
+    assert alert.evidence == ("r0", "r1", "r2", "r3", "r4")
+    assert (alert.window_end, alert.raised_at) == (day(0) + timedelta(hours=4),) * 2
+    assert alert.window_start == alert.window_end - timedelta(days=28)
+    assert alert.severity == "medium"
+
+
+def test_alert_subject_is_the_coarse_cell_never_the_fine_cell() -> None:
+    _, [alert] = route(sightings(5))
+    assert h3.get_resolution(alert.subject) == DEFAULT.report_resolution
+    assert CENTRE not in alert.subject
+
+
+def test_four_reports_do_not_raise() -> None:
+    assert route(sightings(4))[1] == []
+
+
+def test_reports_from_one_agency_do_not_raise() -> None:
+    events = [report(f"r{i}", day(i), locations=[at_cell(CENTRE)], children=[f"c{i}"]) for i in range(6)]
+    assert route(events)[1] == []
+
+
+def test_reports_about_one_child_do_not_raise() -> None:
+    events = [report(f"r{i}", day(i), locations=[at_cell(CENTRE)], agency=f"a{i}", children=["c"])
+              for i in range(6)]
+    assert route(events)[1] == []
+
+
+def test_sixth_report_inside_the_window_raises_its_own_alert() -> None:
+    _, alerts = route(sightings(6))
+    assert len(alerts) == 2
+    assert len(alerts[1].evidence) == 6
+
+
+def test_reports_in_neighbouring_cells_count_together() -> None:
+    cells = [CENTRE, *sorted(h3.grid_ring(CENTRE, 1))[:4]]
+    events = [ev for i, cell in enumerate(cells) for ev in sightings(1, cell, day(i), prefix=f"n{i}-")]
+    events = [report(e.event_id, e.occurred_at, locations=e.locations, agency=("police", "school")[i % 2],
+                     children=[f"c{i}"]) for i, e in enumerate(events)]
+    assert len(route(events)[1]) == 1
+
+
+def test_reports_two_rings_apart_share_the_cell_between_them() -> None:
+    far = sightings(3, CENTRE) + sightings(2, ring(CENTRE, 2), day(1), prefix="f")
+    assert len(route(far)[1]) == 1
+
+
+def test_reports_three_rings_apart_do_not_cluster() -> None:
+    apart = sightings(3, CENTRE) + sightings(2, ring(CENTRE, 3), day(1), prefix="f")
+    assert route(apart)[1] == []
+
+
+def test_report_exactly_window_days_before_the_anchor_counts() -> None:
+    events = sightings(4) + sightings(1, when=day(28) + timedelta(hours=0), prefix="x")
+    # The anchor x0 at day 28 sees r0 at day 0 exactly 28 days earlier.
+    assert [a.raised_at for a in route(events)[1]] == [day(28)]
+
+
+def test_report_window_days_and_one_second_before_the_anchor_does_not_count() -> None:
+    events = sightings(4) + sightings(1, when=day(28) + SECOND, prefix="x")
+    assert route(events)[1] == []
+
+
+def test_missing_and_returned_locations_count_as_observations() -> None:
+    here = at_cell(CENTRE)
+    events = [
+        missing("e1", day(0), child="a", location=here),
+        returned("e1", day(1), child="a", location=here),
+        missing("e2", day(2), child="b", location=here, agency="social-care"),
+        *sightings(2, when=day(3)),
+    ]
+    _, [alert] = route(events)
+    assert alert.evidence == ("missing-e1", "missing-e2", "r0", "r1", "returned-e1")
+
+
+def test_events_without_a_location_are_ignored() -> None:
+    state = rule.initial(COARSE)
+    for event in (missing("e1", day(0)), interview("e1", day(1)), report("r", day(0), children=["a"])):
+        assert rule.keys_for_event(event, DEFAULT) == []
+        assert rule.apply(state, event, DEFAULT) == (state, [])
+
+
+def test_event_far_from_the_cell_is_misrouted() -> None:
+    elsewhere = report("r", day(0), locations=[Location(51.5, -0.12)])
+    with pytest.raises(MisroutedEventError, match=r"IntelligenceReport 'r' has no location near cell"):
+        rule.apply(rule.initial(COARSE), elsewhere, DEFAULT)
+
+
+def test_same_report_twice_counts_once() -> None:
+    events = sightings(4)
+    assert route(events + events[:1])[1] == []
+
+
+def test_report_with_two_locations_in_one_neighbourhood_counts_once() -> None:
+    two = report("two", day(0), locations=[at_cell(CENTRE), at_cell(ring(CENTRE, 1))],
+                  agency="school", children=["z"])
+    assert route([two, *sightings(3, when=day(1))])[1] == []
+
+
+def test_handling_code_c_conditions_travel_with_the_alert() -> None:
+    events = sightings(4) + sightings(1, when=day(1), prefix="c", handling_code="C",
+                                      handling_conditions="police only")
+    _, [alert] = route(events)
+    assert alert.handling_conditions == ("police only",)
+
+
+def test_keys_for_a_point_inside_a_coarse_cell_is_that_cell() -> None:
+    assert rule.keys_for(at_cell(CENTRE), DEFAULT) == [COARSE]
+
+
+def test_cluster_on_a_coarse_edge_alerts_once_per_coarse_cell_for_its_own_centres() -> None:
+    states, alerts = route(sightings(5, EDGE))
+    keys = rule.keys_for(at_cell(EDGE), DEFAULT)
+    assert sorted(states) == keys
+    assert h3.cell_to_parent(EDGE, 6) in {a.subject for a in alerts}
+    assert len({(a.subject, a.raised_at) for a in alerts}) == len(alerts)
+    assert {a.subject for a in alerts} <= set(keys)
+    # Every alert's key owns a fine cell within one ring of the cluster.
+    for alert in alerts:
+        assert any(h3.cell_to_parent(c, 6) == alert.subject for c in h3.grid_disk(EDGE, 1))
+
+
+def test_advance_prunes_observations_older_than_days_plus_lateness() -> None:
+    states, _ = route(sightings(2))
+    state, alerts = rule.advance(states[COARSE], day(58), DEFAULT)
+    assert (alerts, len(state.observations)) == ([], 2)
+    state, _ = rule.advance(state, day(58) + SECOND, DEFAULT)
+    assert [o.event_id for o in state.observations] == ["r1"]
+
+
+def test_event_older_than_watermark_minus_lateness_is_refused() -> None:
+    state, _ = rule.advance(rule.initial(COARSE), day(40), DEFAULT)
+    with pytest.raises(LateEventError):
+        rule.apply(state, sightings(1)[0], DEFAULT)
+
+
+def test_state_round_trips_through_json() -> None:
+    states, _ = route(sightings(5, handling_code="C", handling_conditions="police only"))
+    state, _ = rule.advance(states[COARSE], day(1), DEFAULT)
+    assert rule.HotspotState.from_json(json.loads(json.dumps(state.to_json()))) == state
+
+
+# --- properties -------------------------------------------------------------------------
+
+SMALL = HotspotSettings(days=5, min_reports=3, min_agencies=2, min_children=2)
+PLACES = [CENTRE, ring(CENTRE, 1), ring(CENTRE, 2), EDGE, ring(EDGE, 1), ring(EDGE, 2)]
+
+observations = st.lists(
+    st.tuples(st.sampled_from(PLACES), st.integers(0, 15 * 24), st.sampled_from(["police", "school"]),
+              st.sampled_from(["a", "b", "c"])),
+    max_size=14,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(spec=observations, data=st.data())
+def test_any_arrival_order_with_duplicates_fires_the_same_alert_ids(spec, data) -> None:
+    events = [report(f"r{i}", day(0) + timedelta(hours=h), locations=[at_cell(cell)], agency=agency,
+                     children=[child]) for i, (cell, h, agency, child) in enumerate(spec)]
+    shuffled = data.draw(st.permutations(events + events[: data.draw(st.integers(0, 3))]))
+    _, in_order = route(sorted(events, key=lambda e: e.occurred_at), SMALL)
+    _, any_order = route(shuffled, SMALL)
+    assert ids(any_order) == ids(in_order)
+    assert len(any_order) == len(ids(any_order))

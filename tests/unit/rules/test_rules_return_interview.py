@@ -1,0 +1,231 @@
+import json
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rules_factories import at, day, fold, ids, interview, missing, returned
+
+from streams.rules import LateEventError, MisroutedEventError, ReturnInterviewSettings
+from streams.rules import return_interview as rule
+
+DEFAULT = ReturnInterviewSettings()
+SECOND = timedelta(seconds=1)
+
+
+def run(events: list[object], watermark=None, settings: ReturnInterviewSettings = DEFAULT):
+    state, alerts = fold(rule.apply, rule.initial("child-1"), events, settings)
+    if watermark is not None:
+        state, raised = rule.advance(state, watermark, settings)
+        alerts += raised
+    return state, alerts
+
+
+def test_no_interview_within_72_hours_raises_overdue_at_the_deadline() -> None:
+    _, alerts = run([returned("e1", day(0))], watermark=day(3))
+    [alert] = alerts
+    assert (alert.rule, alert.subject_kind, alert.subject, alert.area) == (
+        "return_interview_overdue", "child", "child-1", "north")
+    assert (alert.window_start, alert.window_end, alert.raised_at) == (day(0), day(3), day(3))
+    assert alert.evidence == ("returned-e1",)
+    assert (alert.severity, alert.resolves) == ("medium", None)
+
+
+def test_watermark_one_second_before_the_deadline_does_not_raise() -> None:
+    assert run([returned("e1", day(0))], watermark=day(3) - SECOND)[1] == []
+
+
+def test_interview_exactly_at_the_deadline_is_on_time() -> None:
+    assert run([returned("e1", day(0)), interview("e1", day(3))], watermark=day(10))[1] == []
+
+
+def test_declined_interview_counts_as_an_interview() -> None:
+    events = [returned("e1", day(0)), interview("e1", day(1), outcome="declined")]
+    assert run(events, watermark=day(10))[1] == []
+
+
+def test_interview_one_second_late_raises_overdue_and_its_resolution_together() -> None:
+    _, alerts = run([returned("e1", day(0)), interview("e1", day(3) + SECOND)], watermark=day(10))
+    overdue, resolved = alerts
+    assert (overdue.rule, resolved.rule) == ("return_interview_overdue", "return_interview_resolved")
+    assert resolved.resolves == overdue.alert_id
+    assert resolved.raised_at == day(3) + SECOND
+
+
+def test_interview_after_the_overdue_alert_raises_a_resolved_follow_up() -> None:
+    state, [overdue] = run([returned("e1", day(0))], watermark=day(4))
+    _, [resolved] = rule.apply(state, interview("e1", day(5)), DEFAULT)
+    assert resolved.rule == "return_interview_resolved"
+    assert resolved.resolves == overdue.alert_id
+    assert resolved.evidence == ("interview-e1", "returned-e1")
+    assert (resolved.severity, resolved.raised_at, resolved.window_end) == ("low", day(5), day(3))
+
+
+def test_on_time_interview_reported_after_the_alert_still_raises_a_resolved_follow_up() -> None:
+    state, [overdue] = run([returned("e1", day(0))], watermark=day(4))
+    _, [resolved] = rule.apply(state, interview("e1", day(2)), DEFAULT)
+    assert resolved.resolves == overdue.alert_id
+    assert resolved.raised_at == day(2)  # before the deadline: the data was late, not the interview
+
+
+def test_second_interview_does_not_raise_a_second_follow_up() -> None:
+    state, _ = run([returned("e1", day(0))], watermark=day(4))
+    state, [_] = rule.apply(state, interview("e1", day(5)), DEFAULT)
+    assert rule.apply(state, interview("e1", day(6), event_id="again"), DEFAULT)[1] == []
+
+
+def test_interview_arriving_before_its_return_prevents_the_alert() -> None:
+    assert run([interview("e1", day(1)), returned("e1", day(0))], watermark=day(10))[1] == []
+
+
+def test_return_arriving_after_its_deadline_has_passed_raises_at_once() -> None:
+    state, _ = rule.advance(rule.initial("child-1"), day(10), DEFAULT)
+    _, [alert] = rule.apply(state, returned("e1", day(0)), DEFAULT)
+    assert alert.raised_at == day(3)
+
+
+def test_overdue_alert_fires_once_across_repeated_advances() -> None:
+    state, first = run([returned("e1", day(0))], watermark=day(4))
+    state, second = rule.advance(state, day(5), DEFAULT)
+    assert (len(first), second) == (1, [])
+
+
+def test_deadline_across_the_uk_clock_change_is_72_real_hours() -> None:
+    # Clocks go forward on 2026-03-29; the deadline is 72 elapsed hours, 13:00 local BST.
+    back = returned("e1", at("2026-03-28T12:00:00+00:00"))
+    state, _ = run([back], watermark=at("2026-03-31T11:59:59+00:00"))
+    assert state.episodes[0].overdue_alert_id is None
+    _, [alert] = rule.advance(state, at("2026-03-31T12:00:00+00:00"), DEFAULT)
+    assert alert.window_end == at("2026-03-31T12:00:00+00:00")
+    assert alert.window_end.astimezone(ZoneInfo("Europe/London")).hour == 13
+
+
+def test_return_given_in_local_time_is_handled_in_utc() -> None:
+    london = ZoneInfo("Europe/London")
+    local_return = returned("e1", at("2026-03-28T12:00:00").replace(tzinfo=london))
+    _, [alert] = run([local_return], watermark=at("2026-03-31T12:00:00+00:00"))
+    assert alert.window_end == at("2026-03-31T12:00:00+00:00")
+
+
+def test_earliest_return_sets_the_deadline() -> None:
+    events = [returned("e1", day(1), event_id="later"), returned("e1", day(0), event_id="earlier")]
+    _, [alert] = run(events, watermark=day(3))
+    assert alert.window_start == day(0)
+    assert alert.evidence == ("earlier", "later")
+
+
+def test_same_return_event_twice_is_held_once() -> None:
+    state, _ = run([returned("e1", day(0)), returned("e1", day(0))])
+    assert len(state.episodes[0].returns) == 1
+
+
+def test_shorter_deadline_setting_gives_a_different_alert() -> None:
+    six = ReturnInterviewSettings(hours=6)
+    [short] = run([returned("e1", day(0))], watermark=day(0) + timedelta(hours=6), settings=six)[1]
+    [default] = run([returned("e1", day(0))], watermark=day(3))[1]
+    assert short.alert_id != default.alert_id
+
+
+def test_missing_reports_leave_state_unchanged() -> None:
+    state = rule.initial("child-1")
+    assert rule.apply(state, missing("e1", day(0)), DEFAULT) == (state, [])
+
+
+def test_event_for_another_child_is_misrouted() -> None:
+    with pytest.raises(MisroutedEventError, match=r"ChildReturned\.child_id 'child-2'"):
+        rule.apply(rule.initial("child-1"), returned("e1", day(0), child="child-2"), DEFAULT)
+
+
+def test_unresolved_overdue_episode_is_kept_until_its_interview_arrives() -> None:
+    state, _ = run([returned("e1", day(0))], watermark=day(400))
+    assert [e.episode_id for e in state.episodes] == ["e1"]
+    state, [resolved] = rule.apply(state, interview("e1", day(390)), DEFAULT)
+    assert resolved.rule == "return_interview_resolved"
+    state, _ = rule.advance(state, day(401), DEFAULT)
+    assert state.episodes == ()
+
+
+def test_closed_episode_is_pruned_once_its_deadline_is_older_than_the_lateness() -> None:
+    state, _ = run([returned("e1", day(0)), interview("e1", day(1))], watermark=day(33))
+    assert len(state.episodes) == 1  # deadline day 3 == horizon day 3: still held
+    state, _ = rule.advance(state, day(33) + SECOND, DEFAULT)
+    assert state.episodes == ()
+
+
+def test_interview_without_a_return_is_pruned_after_the_lateness() -> None:
+    state, _ = run([interview("e1", day(0))], watermark=day(30) + SECOND)
+    assert state.episodes == ()
+
+
+def test_late_return_is_refused() -> None:
+    state, _ = rule.advance(rule.initial("child-1"), day(40), DEFAULT)
+    with pytest.raises(LateEventError):
+        rule.apply(state, returned("e1", day(10) - SECOND), DEFAULT)
+
+
+def test_late_interview_for_an_episode_still_held_is_accepted() -> None:
+    state, _ = run([returned("e1", day(0))], watermark=day(100))
+    _, [resolved] = rule.apply(state, interview("e1", day(1)), DEFAULT)
+    assert resolved.raised_at == day(1)
+
+
+def test_late_interview_for_an_episode_not_held_is_refused() -> None:
+    state, _ = rule.advance(rule.initial("child-1"), day(100), DEFAULT)
+    with pytest.raises(LateEventError):
+        rule.apply(state, interview("e1", day(1)), DEFAULT)
+
+
+def test_state_round_trips_through_json() -> None:
+    events = [returned("e1", day(0)), interview("e2", day(1)), returned("e3", day(2))]
+    state, _ = run(events, watermark=day(4))
+    assert rule.ReturnInterviewState.from_json(json.loads(json.dumps(state.to_json()))) == state
+
+
+# --- properties -------------------------------------------------------------------------
+
+lifecycle = st.lists(
+    st.tuples(st.sampled_from(["return", "interview"]), st.integers(0, 4), st.integers(0, 10 * 24)),
+    max_size=12,
+)
+
+
+def _events(spec: list[tuple[str, int, int]]) -> list[object]:
+    build = {"return": returned, "interview": interview}
+    return [build[kind](f"e{ep}", day(0) + timedelta(hours=h), event_id=f"{kind}-{i}")
+            for i, (kind, ep, h) in enumerate(spec)]
+
+
+def _unresolved(alerts: list) -> set[str]:
+    resolved = {a.resolves for a in alerts}
+    return {a.alert_id for a in alerts if a.rule == "return_interview_overdue" and a.alert_id not in resolved}
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=lifecycle, data=st.data())
+def test_any_arrival_order_then_one_watermark_fires_the_same_alert_ids(spec, data) -> None:
+    events = _events(spec)
+    shuffled = data.draw(st.permutations(events + events[:3]))
+    _, in_order = run(sorted(events, key=lambda e: e.occurred_at), watermark=day(20))
+    _, any_order = run(shuffled, watermark=day(20))
+    assert ids(any_order) == ids(in_order)
+    assert len(any_order) == len(ids(any_order))
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=lifecycle, data=st.data())
+def test_interleaved_watermarks_only_add_overdue_alerts_that_are_resolved(spec, data) -> None:
+    events = _events(spec)
+    shuffled = data.draw(st.permutations(events))
+    marks = sorted(data.draw(st.lists(st.integers(0, 20 * 24), min_size=len(events), max_size=len(events))))
+    state, streamed = rule.initial("child-1"), []
+    for event, hour in zip(shuffled, marks, strict=True):
+        state, raised = rule.apply(state, event, DEFAULT)
+        streamed += raised
+        state, raised = rule.advance(state, day(0) + timedelta(hours=hour), DEFAULT)
+        streamed += raised
+    state, raised = rule.advance(state, day(20), DEFAULT)
+    streamed += raised
+    _, batch = run(events, watermark=day(20))
+    assert ids(batch) <= ids(streamed)
+    assert _unresolved(streamed) == _unresolved(batch)
