@@ -118,15 +118,18 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--metrics-port", type=int, default=19101, show_default=True, help="Serve /metrics here; 0 = off.")
 @click.pass_context
-def worker(ctx: click.Context) -> None:
+def worker(ctx: click.Context, metrics_port: int) -> None:
     """Start the stream processors (a faust worker); extra arguments go to faust's `worker` command.
 
     Several workers share the work through Kafka partitions: start more with different
     --web-port values.
     """
+    from hubstream.metrics import serve
     from streams.worker import run_worker
 
+    serve(metrics_port)
     run_worker(list(ctx.args))
 
 
@@ -135,25 +138,29 @@ def consume() -> None:
     """Run a consumer that writes into a case store, exactly once."""
 
 
-def _run_sink(store: str, idle_stop: int | None) -> None:
+def _run_sink(store: str, idle_stop: int | None, metrics_port: int) -> None:
     from consumers.run import run_sink
+    from hubstream.metrics import serve
 
+    serve(metrics_port)
     stats = run_sink(_settings(), store, idle_polls_before_stop=idle_stop)
     click.echo(f"{store}: {stats.rows} rows written, {stats.dead_letters} dead letters, {stats.db_errors} db errors")
 
 
 @consume.command("hub")
 @click.option("--stop-when-idle", type=int, default=None, help="Stop after this many empty polls in a row.")
-def consume_hub(stop_when_idle: int | None) -> None:
+@click.option("--metrics-port", type=int, default=19102, show_default=True, help="Serve /metrics here; 0 = off.")
+def consume_hub(stop_when_idle: int | None, metrics_port: int) -> None:
     """Alerts and hub decisions into the hub case store (the CSE tracker)."""
-    _run_sink("hub", stop_when_idle)
+    _run_sink("hub", stop_when_idle, metrics_port)
 
 
 @consume.command("health")
 @click.option("--stop-when-idle", type=int, default=None, help="Stop after this many empty polls in a row.")
-def consume_health(stop_when_idle: int | None) -> None:
+@click.option("--metrics-port", type=int, default=19103, show_default=True, help="Serve /metrics here; 0 = off.")
+def consume_health(stop_when_idle: int | None, metrics_port: int) -> None:
     """Health CSE flags into the health flag store, keyed on NHS number."""
-    _run_sink("health", stop_when_idle)
+    _run_sink("health", stop_when_idle, metrics_port)
 
 
 # -- the hub's own commands -----------------------------------------------------------------

@@ -34,7 +34,6 @@ class Settings:
     kafka_controller_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_KAFKA_CONTROLLER_PORT", 19093))
     pg_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_PG_PORT", 15432))
     registry_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_REGISTRY_PORT", 18081))
-    metrics_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_METRICS_PORT", 19100))
     area: str = field(default_factory=lambda: _env("HUBSTREAM_AREA", "E10000018"))
     authority_name: str = field(
         default_factory=lambda: _env("HUBSTREAM_AUTHORITY_NAME", "Leicestershire County Council")

@@ -7,6 +7,7 @@ rule changes is a core use; CSE records are retained, not deleted.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 FOREVER = -1
@@ -15,7 +16,7 @@ DAY_MS = 24 * 60 * 60 * 1000
 
 @dataclass(frozen=True)
 class Topic:
-    name: str
+    base_name: str
     schema: str
     key: str
     writers: str
@@ -23,6 +24,11 @@ class Topic:
     partitions: int = 6
     retention_ms: int = FOREVER
     cleanup_policy: str = "delete"
+
+    @property
+    def name(self) -> str:
+        """The topic's name, after HUBSTREAM_TOPIC_PREFIX (empty by default; tests use it to isolate runs)."""
+        return os.environ.get("HUBSTREAM_TOPIC_PREFIX", "") + self.base_name
 
     @property
     def config(self) -> dict[str, str]:
@@ -98,5 +104,3 @@ ALL: tuple[Topic, ...] = (
     HEALTH_FLAGS,
     DEAD_LETTERS,
 )
-
-BY_NAME = {t.name: t for t in ALL}

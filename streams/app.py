@@ -59,11 +59,13 @@ for _name, _cls in (
 ):
     codecs.register(_name, StateCodec(_cls))
 
+APP_ID = os.environ.get("HUBSTREAM_WORKER_ID") or os.environ.get("HUBSTREAM_TOPIC_PREFIX", "") + "hubstream-worker"
+
 app = faust.App(
-    os.environ.get("HUBSTREAM_WORKER_ID", "hubstream-worker"),
+    APP_ID,
     broker=f"kafka://{settings.bootstrap_servers}",
     store=os.environ.get("HUBSTREAM_WORKER_STORE", "memory://"),
-    datadir=str(settings.home / "worker"),
+    datadir=str(settings.home / "worker" / APP_ID),
     autodiscover=False,
     topic_partitions=PARTITIONS,
     topic_replication_factor=1,
@@ -110,6 +112,8 @@ def state_table(name: str, codec: str = "json") -> faust.Table:
     # the changelog topic is first made.
     table.key_serializer = "raw"
     table.value_serializer = codec
+    # Recovery reads the changelog through the topic's own serializers: they must match.
+    table.changelog_topic = table.changelog_topic.derive(key_serializer="raw", value_serializer=codec)
     return table
 
 
@@ -127,6 +131,33 @@ def observe(event: faust.EventT, occurred_at: datetime) -> datetime:
         watermarks[key] = occurred_at.isoformat()
         return occurred_at
     return current
+
+
+class MergedWatermark:
+    """The event time a re-keyed partition has surely reached: the minimum over its sources.
+
+    A re-keyed topic merges several source partitions that progress at different speeds (a
+    replay reads intelligence far ahead of missing episodes, or the other way round). Taking
+    the minimum over every source means nothing is pruned or refused as late just because
+    another source ran ahead; until every source has been heard from there is no watermark and
+    nothing is pruned. Kept in memory: after a restart it is rebuilt from new messages, which
+    only delays pruning.
+    """
+
+    def __init__(self, expected_sources: int) -> None:
+        self.expected = expected_sources
+        self.marks: dict[str, dict[str, datetime]] = {}
+
+    def observe(self, event: faust.EventT, source: str, mark: datetime) -> datetime | None:
+        key = f"{event.message.topic}:{event.message.partition}"
+        marks = self.marks.setdefault(key, {})
+        if source not in marks or mark > marks[source]:
+            marks[source] = mark
+        return min(marks.values()) if len(marks) >= self.expected else None
+
+
+def source_of(event: faust.EventT) -> str:
+    return f"{event.message.topic}:{event.message.partition}"
 
 
 def decode(event: faust.EventT, expected: str) -> dict[str, Any] | None:

@@ -77,14 +77,21 @@ _EVENT_TYPES: dict[str, type[Any]] = {
 }
 
 
-def event_to_bytes(event: rules.RuleEvent) -> bytes:
-    return json.dumps({"type": type(event).__name__, "event": _json.encode(event)}, separators=(",", ":")).encode()
+def event_to_bytes(event: rules.RuleEvent, source: str, source_watermark: datetime) -> bytes:
+    """A re-keyed event, with the watermark of the source partition it came from."""
+    payload = {
+        "type": type(event).__name__,
+        "event": _json.encode(event),
+        "source": source,
+        "watermark": source_watermark.isoformat(),
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def event_from_bytes(data: bytes) -> rules.RuleEvent:
+def event_from_bytes(data: bytes) -> tuple[rules.RuleEvent, str, datetime]:
     raw = json.loads(data)
     decoded: rules.RuleEvent = _json.decode(_EVENT_TYPES[raw["type"]], raw["event"], raw["type"])
-    return decoded
+    return decoded, raw["source"], datetime.fromisoformat(raw["watermark"])
 
 
 def alert_record(alert: rules.Alert, published_at: datetime) -> dict[str, Any]:

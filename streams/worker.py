@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from hubstream.metrics import serve
-from streams.app import app, prepare, settings
+from streams.app import app, prepare
 from streams.association import agents as association_agents
 from streams.health_flags import agents as health_flag_agents
 from streams.hotspot import agents as hotspot_agents
@@ -22,6 +21,5 @@ __all__ = ["FEATURES", "app", "run_worker"]
 
 def run_worker(argv: list[str]) -> None:
     prepare()
-    serve(settings.metrics_port)
     sys.argv = ["hubstream-worker", "worker", "--loglevel", "info", *argv]
     app.main()

@@ -1215,7 +1215,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean = add(
         "clean",
         "Stop the stack, then delete its state (broker data, database cluster, logs). "
-        "Downloaded jars are kept unless --all.",
+        "Kafka's data and the registry's database are always deleted together, whichever "
+        "parts are named. Downloaded jars are kept unless --all.",
         cmd_clean,
     )
     clean.add_argument("--all", action="store_true", help="also delete downloaded jars and archives")

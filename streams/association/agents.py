@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import faust
 
+from hubstream import topics as catalogue
 from streams import rules, translate
-from streams.app import app, association_topic, dead_letter, observe, rule_config, send_alerts, state_table
+from streams.app import MergedWatermark, app, association_topic, dead_letter, rule_config, send_alerts, state_table
 from streams.rules import association
 
 states = state_table("association", "association_state")
+# Fed by every partition of both intelligence topics.
+merged = MergedWatermark(sum(t.partitions for t in (catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE)))
 
 
-async def forward_to_associations(report: rules.IntelligenceReport) -> None:
+async def forward_to_associations(report: rules.IntelligenceReport, source: str, watermark: datetime) -> None:
     if not report.children:
         return
     keys = association.keys_for(report)
     if keys:
-        data = translate.event_to_bytes(report)
+        data = translate.event_to_bytes(report, source, watermark)
         for key in keys:
             await association_topic.send(key=key.encode(), value=data)
 
@@ -27,13 +31,14 @@ async def forward_to_associations(report: rules.IntelligenceReport) -> None:
 async def associations(stream: faust.StreamT[Any]) -> None:
     async for event in stream.events():
         try:
-            report = translate.event_from_bytes(event.value)
+            report, source, source_mark = translate.event_from_bytes(event.value)
             entity = event.key.decode()
             settings = rule_config.association.for_area(report.area)  # type: ignore[union-attr]
-            watermark = observe(event, report.occurred_at)
             state = states.get(entity) or association.initial(entity)
             state, alerts = association.apply(state, report, settings)
-            state, _ = association.advance(state, watermark, settings)
+            watermark = merged.observe(event, source, source_mark)
+            if watermark is not None:
+                state, _ = association.advance(state, watermark, settings)
             states[entity] = state
         except rules.RuleInputError as exc:
             dead_letter(event, str(exc), None, "process")

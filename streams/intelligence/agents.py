@@ -7,7 +7,7 @@ from typing import Any
 import faust
 
 from streams import rules, translate
-from streams.app import app, dead_letter, decode, intelligence_topic
+from streams.app import app, dead_letter, decode, intelligence_topic, observe, source_of
 from streams.association.agents import forward_to_associations
 from streams.hotspot.agents import forward_to_hotspots
 
@@ -23,5 +23,6 @@ async def intelligence(stream: faust.StreamT[Any]) -> None:
         except rules.RuleInputError as exc:
             dead_letter(event, str(exc), None, "process")
             continue
-        await forward_to_hotspots(report)
-        await forward_to_associations(report)
+        watermark = observe(event, report.occurred_at)
+        await forward_to_hotspots(report, source_of(event), watermark)
+        await forward_to_associations(report, source_of(event), watermark)

@@ -12,9 +12,8 @@ from typing import Any
 import faust
 
 from streams import rules, translate
-from streams.app import (
-    app, decode, dead_letter, missing_topic, observe, rule_config, send_alerts, state_table,
-)
+from streams.app import decode, dead_letter, missing_topic, observe, rule_config, send_alerts, source_of, state_table
+from streams.app import app
 from streams.hotspot.agents import forward_to_hotspots
 from streams.rules import repeat_missing, return_interview
 
@@ -93,12 +92,14 @@ async def missing_episodes(stream: faust.StreamT[Any]) -> None:
                 repeat_states[child] = state
             elif isinstance(rule_event, (rules.ChildReturned, rules.ReturnInterview)):
                 alerts = _interview_step(child, record["area"], rule_event, watermark, partition_key)
-            for other in _falling_due(partition_key, watermark):
-                if other != child:
-                    alerts += _interview_step(other, _areas.get(other, record["area"]), None, watermark, partition_key)
+            # Deadlines this event's time has passed, the current child's included (advance is idempotent).
+            for due_child in _falling_due(partition_key, watermark):
+                alerts += _interview_step(
+                    due_child, _areas.get(due_child, record["area"]), None, watermark, partition_key
+                )
         except rules.RuleInputError as exc:
             dead_letter(event, str(exc), None, "process")
             continue
         await send_alerts(alerts)
         if rule_event is not None:
-            await forward_to_hotspots(rule_event)
+            await forward_to_hotspots(rule_event, source_of(event), watermark)

@@ -123,6 +123,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.fixture(scope="session")
+def samples() -> dict[str, dict[str, Any]]:
+    """Every sample by schema name; copy before changing (session scope suits hypothesis)."""
+    return SAMPLES
+
+
 @pytest.fixture
 def sample() -> Callable[[str], dict[str, Any]]:
     """A fresh deep copy of the valid JSON-form sample of a schema."""

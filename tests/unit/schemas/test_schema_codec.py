@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import fastavro
 import pytest
@@ -43,7 +43,9 @@ def registry() -> InMemoryRegistry:
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
-def test_encode_then_decode_gives_the_same_record(name: str, sample: Sample, registry: InMemoryRegistry) -> None:
+def test_encode_then_decode_gives_the_same_record(
+    name: str, sample: Sample, registry: InMemoryRegistry
+) -> None:
     record = from_json(name, sample(name))
     schema_id = registry.register(f"{name}-value", schema_text(name))
     data = encode(schema_id, name, record)
@@ -163,8 +165,8 @@ def test_subject_naming_is_topic_name_strategy() -> None:
 
 
 class _FakeRegistryHandler(BaseHTTPRequestHandler):
-    schemas: dict[int, str] = {}
-    requests: list[tuple[str, str, Any]] = []
+    schemas: ClassVar[dict[int, str]] = {}
+    requests: ClassVar[list[tuple[str, str, Any]]] = []
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

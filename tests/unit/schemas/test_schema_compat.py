@@ -15,9 +15,8 @@ from schemas.catalogue import AVRO_DIR, BASELINE_DIR
 
 
 def _compatible(reader: str, writer: str) -> bool:
-    result = ReaderWriterCompatibilityChecker().get_compatibility(
-        avro.schema.parse(reader), avro.schema.parse(writer)
-    )
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
+    result = checker.get_compatibility(avro.schema.parse(reader), avro.schema.parse(writer))
     return bool(result.compatibility is SchemaCompatibilityType.compatible)
 
 
@@ -109,7 +108,9 @@ def test_removing_an_enum_symbol_without_default_is_caught() -> None:
 
 def test_adding_an_optional_field_with_default_is_allowed() -> None:
     def add(schema: dict[str, Any]) -> None:
-        schema["fields"].append({"name": "school_urn", "type": ["null", "string"], "default": None, "doc": "x"})
+        schema["fields"].append(
+            {"name": "school_urn", "type": ["null", "string"], "default": None, "doc": "x"}
+        )
 
     assert _full(_changed("HubDecision", add), schema_text("HubDecision"))
 

@@ -98,7 +98,13 @@ def test_nhs_number_is_never_given_for_an_adult(sample: Sample) -> None:
 
 @pytest.mark.parametrize(
     ("number", "ok"),
-    [("9434765919", True), ("4010232137", True), ("9434765918", False), ("123456789", False), ("94347659x9", False)],
+    [
+        ("9434765919", True),
+        ("4010232137", True),
+        ("9434765918", False),
+        ("123456789", False),
+        ("94347659x9", False),
+    ],
 )
 def test_nhs_modulus_eleven(number: str, ok: bool) -> None:
     assert (nhs_number_problem(number) is None) is ok
@@ -200,7 +206,11 @@ def test_reported_long_before_it_occurred_is_rejected(sample: Sample) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "field"),
-    [("reported_missing", "risk_level"), ("reported_missing", "missing_from"), ("return_interview", "interview_outcome")],
+    [
+        ("reported_missing", "risk_level"),
+        ("reported_missing", "missing_from"),
+        ("return_interview", "interview_outcome"),
+    ],
 )
 def test_missing_episode_kind_requires_its_fields(sample: Sample, kind: str, field: str) -> None:
     event = sample("MissingEpisodeEvent")

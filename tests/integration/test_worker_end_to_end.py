@@ -1,0 +1,83 @@
+"""Events published, the real worker running over the real broker: the expected alerts and only those."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from hubstream import topics
+from hubstream.settings import Settings
+from producers.publish import publish_lines
+from tests.support.events import intelligence, missing
+from tests.support.reference import reference_alerts
+from tests.support.stack import Namespace, decoded, wait_for_worker
+
+DAY = timedelta(days=1)
+T0 = datetime(2026, 2, 1, 18, 0, tzinfo=UTC)
+HOTEL = (52.7721, -1.2062)
+
+
+def county_story() -> list[tuple[str, dict[str, object]]]:
+    m, i = "MissingEpisodeEvent", "IntelligenceReport"
+    story = [
+        # pk_a: three episodes in 20 days -> repeat missing on the third.
+        (m, missing("pk_a", "a1", "reported_missing", T0)),
+        (m, missing("pk_a", "a2", "reported_missing", T0 + 10 * DAY)),
+        (m, missing("pk_a", "a3", "reported_missing", T0 + 20 * DAY)),
+        # pk_b: returned, never interviewed; a later episode moves event time past 72 hours.
+        (m, missing("pk_b", "b1", "reported_missing", T0)),
+        (m, missing("pk_b", "b1", "found_or_returned", T0 + DAY)),
+        (m, missing("pk_b", "b2", "reported_missing", T0 + 10 * DAY)),
+        # pk_c: interviewed within 72 hours -> nothing.
+        (m, missing("pk_c", "c1", "reported_missing", T0 + 2 * DAY)),
+        (m, missing("pk_c", "c1", "found_or_returned", T0 + 3 * DAY)),
+        (m, missing("pk_c", "c1", "return_interview", T0 + 4 * DAY)),
+        (m, missing("pk_c", "c2", "reported_missing", T0 + 12 * DAY)),
+    ]
+    # pk_x, an adult of concern, with three different children -> association.
+    story += [(i, intelligence(f"x{n}", T0 + n * DAY, children=[f"pk_x{n}"], adults=["pk_x"])) for n in range(3)]
+    # Five reports from two agencies about two children at one hotel -> hotspot.
+    story += [
+        (i, intelligence(f"h{n}", T0 + (5 + n) * DAY, children=[f"pk_h{n % 2}"], where=HOTEL,
+                         agency=("Charnwood Youth Project", "Leicestershire Police")[n % 2],
+                         agency_type=("voluntary", "police")[n % 2],
+                         grading=None if n % 2 == 0 else {"source_evaluation": "B", "intelligence_assessment": 2,
+                                                          "handling_code": "P", "handling_conditions": None}))
+        for n in range(5)
+    ]
+    return story
+
+
+def publish(settings: Settings, events: list[tuple[str, dict[str, object]]]) -> None:
+    lines = io.StringIO("".join(json.dumps({"schema": s, "event": e}) + "\n" for s, e in events))
+    result = publish_lines(settings, "mixed", lines, progress=False)
+    assert (result.published, result.rejected) == (len(events), 0), result.problems
+
+
+def alerts_on(ns: Namespace) -> list[dict[str, object]]:
+    return [record for _, record in decoded(ns.settings, ns.topic(topics.ALERTS))]
+
+
+def test_worker_raises_exactly_the_alerts_the_rules_define(ns: Namespace) -> None:
+    story = county_story()
+    publish(ns.settings, story)
+    ns.start_worker()
+    wait_for_worker(ns, f"{ns.prefix}hubstream-worker")
+
+    alerts = alerts_on(ns)
+    ids = [a["alert_id"] for a in alerts]
+    expected = {a.alert_id for a in reference_alerts(story)}
+    assert set(ids) == expected
+    kinds = Counter((a["rule"], a["subject"]) for a in alerts if a["rule"] != "hotspot")
+    assert kinds == Counter({
+        ("repeat_missing", "pk_a"): 1,
+        ("return_interview_overdue", "pk_b"): 1,
+        ("association", "adult:pk_x"): 1,
+    })
+    assert any(a["rule"] == "hotspot" for a in alerts)
+    assert not any(a["subject"] == "pk_c" for a in alerts)
+    # Police get the same alerts on their own topic.
+    police = {r["alert_id"] for _, r in decoded(ns.settings, ns.topic(topics.POLICE_ALERTS))}
+    assert police == set(ids)

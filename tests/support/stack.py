@@ -1,0 +1,203 @@
+"""Test helpers over the real local stack: isolated namespaces, subprocesses, topic readers.
+
+Each test gets its own topic prefix and its own PostgreSQL database, so tests never see each
+other's events or rows, yet all talk to the one real broker and the one real server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import psycopg2
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from hubstream import topics
+from hubstream.kafka import create_topics
+from hubstream.serde import serde_for
+from hubstream.settings import PROJECT_ROOT, Settings
+
+HUBSTREAM = str(Path(sys.executable).parent / "hubstream")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Namespace:
+    prefix: str
+    database: str
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings()
+
+    def topic(self, t: topics.Topic) -> str:
+        return self.prefix + t.base_name
+
+    def owner_connection(self) -> Any:
+        return psycopg2.connect(self.env["HUBSTREAM_PG_DSN"])
+
+    def start(self, *args: str, log_name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log_dir = Path(self.env["HUBSTREAM_HOME"]) / "test-logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = (log_dir / f"{self.prefix}{log_name}.log").open("ab")
+        proc = subprocess.Popen(
+            [HUBSTREAM, *args], env={**os.environ, **self.env, **(extra_env or {})},
+            stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def start_worker(self, name: str = "worker", app_id: str | None = None) -> subprocess.Popen[bytes]:
+        extra = {"HUBSTREAM_WORKER_WEB_PORT": str(free_port())}
+        if app_id:
+            extra["HUBSTREAM_WORKER_ID"] = app_id
+        return self.start("worker", "--metrics-port", "0", log_name=name, extra_env=extra)
+
+    def stop_all(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+
+
+@contextmanager
+def namespace(base: Settings) -> Iterator[Namespace]:
+    run = uuid4().hex[:10]
+    prefix = f"t{run}."
+    database = f"t{run}"
+    admin_dsn = base.pg_dsn
+    _admin_sql(admin_dsn, f'CREATE DATABASE "{database}"')
+    host = f"host=127.0.0.1 port={base.pg_port} dbname={database}"
+    env = {
+        "HUBSTREAM_TOPIC_PREFIX": prefix,
+        "HUBSTREAM_PG_DSN": f"{host} user=hubstream",
+        "HUBSTREAM_HUB_STORE_DSN": f"{host} user=hub_store",
+        "HUBSTREAM_HEALTH_STORE_DSN": f"{host} user=health_store",
+        "HUBSTREAM_HOME": str(base.home),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    ns = Namespace(prefix, database, env)
+    try:
+        create_topics(Settings())
+        yield ns
+    finally:
+        ns.stop_all()
+        _delete_topics(base, prefix)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _admin_sql(admin_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _admin_sql(dsn: str, sql: str) -> None:
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _delete_topics(base: Settings, prefix: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=base.bootstrap_servers)
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            admin.delete_topics(mine)
+    finally:
+        admin.close()
+
+
+def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> list[Any]:
+    """Every message now on ``topic`` (read from the beginning up to the end offsets)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        messages: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
+            for recs in consumer.poll(timeout_ms=500).values():
+                messages.extend(recs)
+        return messages
+    finally:
+        consumer.close()
+
+
+def decoded(settings: Settings, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    serde = serde_for(settings)
+    return [serde.decode(m.value) for m in read_topic(settings, topic)]
+
+
+def wait_until(condition: Callable[[], bool], *, timeout_s: float, what: str, every_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(every_s)
+
+
+def group_caught_up(settings: Settings, group: str, input_topics: list[str]) -> bool:
+    """True when the consumer group has committed the end offset of every input partition."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        committed = admin.list_group_offsets(group).get(group, {})
+        wanted = [TopicPartition(t, p) for t in input_topics for p in consumer.partitions_for_topic(t) or ()]
+        # The re-keyed topics the worker feeds itself must be drained too.
+        for internal in (f"{group}-hotspot-observations", f"{group}-association-links"):
+            partitions = consumer.partitions_for_topic(internal)
+            if not partitions:
+                return False  # not even declared yet: the worker has not started
+            wanted += [TopicPartition(internal, p) for p in partitions]
+        end = consumer.end_offsets(wanted)
+        return all(end[tp] == 0 or (tp in committed and committed[tp].offset >= end[tp]) for tp in wanted)
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def wait_for_worker(ns: Namespace, group: str, *, timeout_s: float = 120.0) -> None:
+    """Wait until the worker has consumed every input and re-keyed topic, stably."""
+    inputs = [ns.topic(t) for t in (topics.MISSING_EPISODES, topics.POLICE_INTELLIGENCE,
+                                    topics.PARTNER_INTELLIGENCE, topics.HUB_DECISIONS)]
+    s = ns.settings
+
+    def settled() -> bool:
+        if not group_caught_up(s, group, inputs):
+            return False
+        time.sleep(2.0)  # the re-keyed topics may still be filling from the last batch
+        return group_caught_up(s, group, inputs)
+
+    wait_until(settled, timeout_s=timeout_s, what=f"worker group {group} to catch up", every_s=1.0)
