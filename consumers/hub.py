@@ -45,14 +45,15 @@ class HubHandler:
             for a in alerts
         ]
         # Alert ids are deterministic, so a replayed alert is the same row: keep the first.
-        execute_values(
+        inserted = execute_values(
             cur,
             "INSERT INTO hub.alert_flags (alert_id, rule, subject_kind, subject, area, severity, window_start,"
             " window_end, evidence, raised_at, settings, handling_conditions, resolves) VALUES %s"
             " ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id, resolves",
             rows,
+            page_size=1000,
+            fetch=True,  # every page's RETURNING rows, not just the last page's
         )
-        inserted = cur.fetchall()
         history = [(alert_id, None, "new", ACTOR, "raised by the stream worker") for alert_id, _ in inserted]
         history += [
             (resolves, None, "new", ACTOR, f"follow-up {alert_id} resolves this alert")

@@ -10,6 +10,7 @@ too, for lag monitoring only; they are never read back.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class TransactionalSink:
         batch_size: int = 1000,
         poll_timeout_ms: int = 500,
         consumer_config: dict[str, Any] | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.handler = handler
         self.dsn = dsn
@@ -99,6 +101,10 @@ class TransactionalSink:
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
+            # Static membership: a consumer restarted after a crash takes its partitions straight
+            # back instead of waiting out the dead member's session.
+            group_instance_id=instance_id or f"{group_id}@{socket.gethostname()}",
+            session_timeout_ms=10_000,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=batch_size,

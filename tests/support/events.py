@@ -70,3 +70,26 @@ def intelligence(
         "narrative": "Seen getting into a car with an older male.",
         "grading": grading,
     }
+
+
+def alert(n: int, at: datetime) -> dict[str, Any]:
+    """A record-form Alert, as the worker publishes them (for consumer tests)."""
+    alert_id = f"{n:032x}"
+    return {
+        "event_id": alert_id,
+        "occurred_at": at,
+        "reported_at": at,
+        "alert_id": alert_id,
+        "rule": "repeat_missing",
+        "subject_kind": "child",
+        "subject": f"pk_{n % 997:04d}",
+        "area": AREA,
+        "severity": "medium",
+        "window_start": at - timedelta(days=90),
+        "window_end": at,
+        "evidence": [_id("ev", n, k) for k in range(3)],
+        "raised_at": at,
+        "settings": {"count": "3", "days": "90"},
+        "handling_conditions": [],
+        "resolves": None,
+    }
