@@ -13,12 +13,9 @@ from hubstream.deadletter import DeadLetters
 from hubstream.serde import serde_for
 from hubstream.settings import Settings
 
-STORES: dict[str, tuple[Callable[[], Handler], dict[str, tuple[str, ...]]]] = {
-    "hub": (
-        HubHandler,
-        {topics.ALERTS.name: ("Alert",), topics.HUB_DECISIONS.name: ("HubDecision",)},
-    ),
-    "health": (HealthHandler, {topics.HEALTH_FLAGS.name: ("HealthCseFlag",)}),
+STORES: dict[str, tuple[Callable[[], Handler], tuple[topics.Topic, ...]]] = {
+    "hub": (HubHandler, (topics.ALERTS, topics.HUB_DECISIONS)),
+    "health": (HealthHandler, (topics.HEALTH_FLAGS,)),
 }
 
 
@@ -34,14 +31,14 @@ def prepare_database(settings: Settings) -> list[str]:
 def build_sink(settings: Settings, store: str, *, group_id: str | None = None, batch_size: int = 1000) -> TransactionalSink:
     if store not in STORES:
         raise ValueError(f"store must be one of {sorted(STORES)}, got {store!r}")
-    make_handler, accepted = STORES[store]
+    make_handler, sources = STORES[store]
     serde = serde_for(settings)
     return TransactionalSink(
         handler=make_handler(),
         dsn=settings.hub_store_dsn if store == "hub" else settings.health_store_dsn,
         bootstrap_servers=settings.bootstrap_servers,
         group_id=group_id or f"hubstream-{store}-store",
-        topics=accepted,
+        topics={t.name: (t.schema,) for t in sources},
         decode=serde.decode,
         dead_letters=DeadLetters(kafka.producer(settings), serde),
         batch_size=batch_size,

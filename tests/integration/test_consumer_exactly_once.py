@@ -13,7 +13,8 @@ from hubstream import kafka, topics
 from hubstream.serde import serde_for
 from hubstream.settings import PROJECT_ROOT
 from tests.support.events import alert
-from tests.support.stack import Namespace, wait_until
+from hubstream.progress import wait_until
+from tests.support.stack import Namespace
 
 ALERTS = 20_000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

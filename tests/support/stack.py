@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from hubstream import topics
 from hubstream.kafka import create_topics
+from hubstream.progress import wait_for_group, worker_topics
 from hubstream.serde import serde_for
 from hubstream.settings import PROJECT_ROOT, Settings
 
@@ -160,44 +161,6 @@ def decoded(settings: Settings, topic: str) -> list[tuple[str, dict[str, Any]]]:
     return [serde.decode(m.value) for m in read_topic(settings, topic)]
 
 
-def wait_until(condition: Callable[[], bool], *, timeout_s: float, what: str, every_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(every_s)
-
-
-def group_caught_up(settings: Settings, group: str, input_topics: list[str]) -> bool:
-    """True when the consumer group has committed the end offset of every input partition."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        committed = admin.list_group_offsets(group).get(group, {})
-        wanted = [TopicPartition(t, p) for t in input_topics for p in consumer.partitions_for_topic(t) or ()]
-        # The re-keyed topics the worker feeds itself must be drained too.
-        for internal in (f"{group}-hotspot-observations", f"{group}-association-links"):
-            partitions = consumer.partitions_for_topic(internal)
-            if not partitions:
-                return False  # not even declared yet: the worker has not started
-            wanted += [TopicPartition(internal, p) for p in partitions]
-        end = consumer.end_offsets(wanted)
-        return all(end[tp] == 0 or (tp in committed and committed[tp].offset >= end[tp]) for tp in wanted)
-    finally:
-        consumer.close()
-        admin.close()
-
-
 def wait_for_worker(ns: Namespace, group: str, *, timeout_s: float = 120.0) -> None:
     """Wait until the worker has consumed every input and re-keyed topic, stably."""
-    inputs = [ns.topic(t) for t in (topics.MISSING_EPISODES, topics.POLICE_INTELLIGENCE,
-                                    topics.PARTNER_INTELLIGENCE, topics.HUB_DECISIONS)]
-    s = ns.settings
-
-    def settled() -> bool:
-        if not group_caught_up(s, group, inputs):
-            return False
-        time.sleep(2.0)  # the re-keyed topics may still be filling from the last batch
-        return group_caught_up(s, group, inputs)
-
-    wait_until(settled, timeout_s=timeout_s, what=f"worker group {group} to catch up", every_s=1.0)
+    wait_for_group(ns.settings, group, worker_topics(group), timeout_s=timeout_s)
