@@ -23,6 +23,7 @@ from psycopg2.extras import execute_values
 
 import schemas
 from consumers import db
+from hubstream.metrics import BATCH_SIZE, DB_ERRORS, DEAD_LETTERS, EVENT_TO_ROW_SECONDS, EVENTS_IN, ROWS_WRITTEN
 from schemas import DecodeError, SchemaViolation
 
 log = logging.getLogger(__name__)
@@ -230,9 +231,24 @@ class TransactionalSink:
         self.stats.rows += len(decoded)
         self.stats.dead_letters += rejected
         self.stats.batches += 1
+        self._observe(messages, decoded, rejected)
         self._consumer.commit_async({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
 
+    def _observe(self, messages: list[Any], decoded: list[Decoded], rejected: int) -> None:
+        store = self.handler.store
+        ROWS_WRITTEN.labels(store=store).inc(len(decoded))
+        BATCH_SIZE.labels(store=store).observe(len(messages))
+        if rejected:
+            DEAD_LETTERS.labels(topic=messages[0].topic, stage="decode").inc(rejected)
+        now_ms = time.time() * 1000
+        for d in decoded:
+            EVENTS_IN.labels(topic=d.topic, schema=d.schema).inc()
+        for m in messages:
+            # Kafka's record timestamp is when the message was produced: publication to row.
+            EVENT_TO_ROW_SECONDS.labels(store=store).observe(max(0.0, (now_ms - m.timestamp) / 1000))
+
     def _database_failed(self, exc: Exception) -> None:
+        DB_ERRORS.labels(store=self.handler.store).inc()
         self.stats.db_errors += 1
         log.warning("%s: database error, will reconnect and replay the batch: %s", self.group_id, str(exc).strip())
         self._drop_connection()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_IN = Counter("hubstream_events_in_total", "Events consumed, by topic and schema.", ["topic", "schema"])
 EVENTS_OUT = Counter("hubstream_events_out_total", "Events produced, by topic.", ["topic"])
@@ -15,9 +15,15 @@ BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
 )
 EVENT_TO_ROW_SECONDS = Histogram(
-    "hubstream_event_to_row_seconds", "From an alert's publication to its row being committed.", ["store"],
+    "hubstream_publish_to_row_seconds", "From a message's publication to its row being committed.", ["store"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+EVENT_TO_ALERT_SECONDS = Histogram(
+    "hubstream_publish_to_alert_seconds", "From the triggering event's publication to the alert being sent.",
+    ["rule"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CONSUMER_LAG = Gauge("hubstream_consumer_lag", "Messages not yet consumed, per topic and partition.",
+                     ["group", "topic", "partition"])
 
 
 def serve(port: int) -> None:

@@ -21,7 +21,7 @@ from faust.serializers import codecs
 import schemas
 from hubstream import topics as catalogue
 from hubstream.deadletter import encode_dead_letter
-from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENTS_IN
+from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENT_TO_ALERT_SECONDS, EVENTS_IN, EVENTS_OUT
 from hubstream.serde import serde_for
 from hubstream.settings import load
 from streams import rules, translate
@@ -187,16 +187,21 @@ def dead_letter(event: faust.EventT, reason: str, field: str | None, stage: str)
     log.warning("dead letter %s[%s]@%s (%s): %s", message.topic, message.partition, message.offset, stage, reason)
 
 
-async def send_alerts(alerts: list[rules.Alert]) -> None:
+async def send_alerts(alerts: list[rules.Alert], trigger: faust.EventT | None = None) -> None:
     if not alerts:
         return
     now = datetime.now(UTC)
+    published_ms = trigger.message.timestamp * 1000 if trigger is not None else None
     for alert in alerts:
         data = serde.encode(catalogue.ALERTS.name, "Alert", translate.alert_record(alert, now))
         key = alert.subject.encode()
         await alerts_topic.send(key=key, value=data)
         await police_alerts_topic.send(key=key, value=data)
         ALERTS_RAISED.labels(rule=alert.rule, area=alert.area).inc()
+        EVENTS_OUT.labels(topic=catalogue.ALERTS.name).inc()
+        EVENTS_OUT.labels(topic=catalogue.POLICE_ALERTS.name).inc()
+        if published_ms is not None:
+            EVENT_TO_ALERT_SECONDS.labels(rule=alert.rule).observe(max(0.0, now.timestamp() - published_ms / 1000))
         log.info("alert %s %s subject=%s evidence=%d", alert.rule, alert.alert_id, alert.subject, len(alert.evidence))
 
 

@@ -46,4 +46,4 @@ async def hotspots(stream: faust.StreamT[Any]) -> None:
         except rules.RuleInputError as exc:
             dead_letter(event, str(exc), None, "process")
             continue
-        await send_alerts(alerts)
+        await send_alerts(alerts, event)

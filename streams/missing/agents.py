@@ -100,6 +100,6 @@ async def missing_episodes(stream: faust.StreamT[Any]) -> None:
         except rules.RuleInputError as exc:
             dead_letter(event, str(exc), None, "process")
             continue
-        await send_alerts(alerts)
+        await send_alerts(alerts, event)
         if rule_event is not None:
             await forward_to_hotspots(rule_event, source_of(event), watermark)
