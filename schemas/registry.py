@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,6 +14,10 @@ from schemas.catalogue import schema_text
 from schemas.errors import RegistryError, SchemaNotFound
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+
+
+class _Transient(Exception):
+    """A failure worth retrying: the registry unreachable or answering 5xx."""
 
 
 def subject_for(topic: str) -> str:
@@ -63,9 +68,10 @@ class ConfluentRegistryClient:
     Schemas are immutable once registered, so lookups by id are cached for the process's life.
     """
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float = 10.0, attempts: int = 6) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.attempts = attempts
         self._by_id: dict[int, str] = {}
         self._registered: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -100,6 +106,22 @@ class ConfluentRegistryClient:
     def _request(
         self, method: str, path: str, payload: Any, not_found_id: int | None = None
     ) -> dict[str, Any]:
+        # A registry restart, or its database restarting under it, shows as refused connections
+        # or 5xx answers for a few seconds: wait those out rather than fail a publish or a decode.
+        delay = 0.25
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._request_once(method, path, payload, not_found_id)
+            except _Transient as exc:
+                if attempt == self.attempts:
+                    raise RegistryError(str(exc)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+        raise AssertionError("unreachable")
+
+    def _request_once(
+        self, method: str, path: str, payload: Any, not_found_id: int | None
+    ) -> dict[str, Any]:
         data = None if payload is None else json.dumps(payload).encode("utf-8")
         request = urllib.request.Request(
             self.url + path,
@@ -114,9 +136,12 @@ class ConfluentRegistryClient:
             detail = exc.read().decode("utf-8", "replace")[:500]
             if exc.code == 404 and not_found_id is not None:
                 raise SchemaNotFound(not_found_id) from None
-            raise RegistryError(f"{method} {self.url + path} failed with HTTP {exc.code}: {detail}") from None
+            message = f"{method} {self.url + path} failed with HTTP {exc.code}: {detail}"
+            if exc.code >= 500:
+                raise _Transient(message) from None
+            raise RegistryError(message) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise RegistryError(f"{method} {self.url + path} failed: {exc}") from None
+            raise _Transient(f"{method} {self.url + path} failed: {exc}") from None
         try:
             body = json.loads(raw)
         except ValueError:
