@@ -1,0 +1,58 @@
+"""Protection of identity on the wire.
+
+* Pseudonymised keys: a record key that identifies a child, an adult, a vehicle or a phone is a
+  keyed hash (HMAC-SHA256 with a deployment secret), so partitioning, changelogs and broker logs
+  never show an identifier, yet the same subject always lands on the same partition.
+* Field-level encryption of free-text narratives: AES-256-GCM with a deployment key, so the text
+  is unreadable on broker disks and to any consumer without the key. The ciphertext is text
+  (`enc:v1:<base64 nonce+ciphertext>`), so it travels in the schema's string field unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from hubstream.secrets import key
+from hubstream.settings import Settings
+
+ENCRYPTED_PREFIX = "enc:v1:"
+NONCE_BYTES = 12
+
+
+class ProtectionError(ValueError):
+    """Ciphertext that is malformed or was not made with this key."""
+
+
+def pseudonym(value: str, settings: Settings | None = None) -> str:
+    """The keyed hash that stands for ``value`` in record keys (32 hex characters)."""
+    secret = key("pseudonym", str((settings or Settings()).home))
+    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def encrypt_narrative(plaintext: str, settings: Settings | None = None) -> str:
+    if plaintext.startswith(ENCRYPTED_PREFIX):
+        return plaintext  # already protected (a re-publish): never encrypt twice
+    aead = AESGCM(key("narrative", str((settings or Settings()).home)))
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = aead.encrypt(nonce, plaintext.encode(), ENCRYPTED_PREFIX.encode())
+    return ENCRYPTED_PREFIX + base64.b64encode(nonce + sealed).decode()
+
+
+def decrypt_narrative(text: str, settings: Settings | None = None) -> str:
+    if not text.startswith(ENCRYPTED_PREFIX):
+        raise ProtectionError(f"narrative is not encrypted (does not start with {ENCRYPTED_PREFIX!r})")
+    try:
+        raw = base64.b64decode(text[len(ENCRYPTED_PREFIX):], validate=True)
+    except ValueError:
+        raise ProtectionError("narrative ciphertext is not base64") from None
+    aead = AESGCM(key("narrative", str((settings or Settings()).home)))
+    try:
+        return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], ENCRYPTED_PREFIX.encode()).decode()
+    except InvalidTag:
+        raise ProtectionError("narrative ciphertext was altered or made with another key") from None
