@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -15,11 +15,14 @@ from psycopg2.extras import execute_values
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-Connection = psycopg2.extensions.connection
-Cursor = psycopg2.extensions.cursor
+# psycopg2 ships no type information, so to mypy these are Any; they still name what is passed.
+Connection: TypeAlias = psycopg2.extensions.connection
+Cursor: TypeAlias = psycopg2.extensions.cursor
 
 
-def connect(dsn: str, *, attempts: int = 1, backoff_s: float = 0.5, max_backoff_s: float = 10.0) -> Connection:
+def connect(
+    dsn: str, *, attempts: int = 1, backoff_s: float = 0.5, max_backoff_s: float = 10.0
+) -> Connection:
     """Connect, waiting out an unavailable database with exponential backoff."""
     delay = backoff_s
     for attempt in range(1, attempts + 1):
@@ -28,7 +31,9 @@ def connect(dsn: str, *, attempts: int = 1, backoff_s: float = 0.5, max_backoff_
         except psycopg2.OperationalError as exc:
             if attempt == attempts:
                 raise
-            log.warning("database unavailable (%s); retry %d/%d in %.1fs", str(exc).strip(), attempt, attempts, delay)
+            log.warning(
+                "database unavailable (%s); retry %d/%d in %.1fs", str(exc).strip(), attempt, attempts, delay
+            )
             time.sleep(delay)
             delay = min(delay * 2, max_backoff_s)
     raise AssertionError("unreachable")

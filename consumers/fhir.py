@@ -35,9 +35,10 @@ def to_fhir_flag(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("status_reason"):
         # R4 Flag has no status-reason element; an extension would need a profile, so the
         # reason travels as narrative text, which every FHIR reader shows.
+        reason = _escape(row["status_reason"])
         flag["text"] = {
             "status": "generated",
-            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">Status {row["status"]}: {_escape(row["status_reason"])}</div>',
+            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">Status {row["status"]}: {reason}</div>',
         }
     return flag
 

@@ -52,7 +52,8 @@ def read_flags(cur: db.Cursor, nhs_number: str, *, reader: str, purpose: str) ->
     """Read a child's flags; the read itself is logged in the same transaction."""
     rows = db.fetch_dicts(
         cur,
-        f"SELECT {', '.join(FLAG_COLUMNS)}, updated_at FROM health.cse_flags WHERE nhs_number = %s ORDER BY code",
+        f"SELECT {', '.join(FLAG_COLUMNS)}, updated_at FROM health.cse_flags"
+        " WHERE nhs_number = %s ORDER BY code",
         (nhs_number,),
     )
     db.log_access(

@@ -40,15 +40,17 @@ class HubHandler:
             (
                 a["alert_id"], a["rule"], a["subject_kind"], a["subject"], a["area"], a["severity"],
                 a["window_start"], a["window_end"], list(a["evidence"]), a["raised_at"],
-                json.dumps(dict(a["settings"]), sort_keys=True), list(a["handling_conditions"]), a["resolves"],
+                json.dumps(dict(a["settings"]), sort_keys=True), list(a["handling_conditions"]),
+                a["resolves"],
             )
             for a in alerts
         ]
         # Alert ids are deterministic, so a replayed alert is the same row: keep the first.
         inserted = execute_values(
             cur,
-            "INSERT INTO hub.alert_flags (alert_id, rule, subject_kind, subject, area, severity, window_start,"
-            " window_end, evidence, raised_at, settings, handling_conditions, resolves) VALUES %s"
+            "INSERT INTO hub.alert_flags (alert_id, rule, subject_kind, subject, area, severity,"
+            " window_start, window_end, evidence, raised_at, settings, handling_conditions, resolves)"
+            " VALUES %s"
             " ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id, resolves",
             rows,
             page_size=1000,
@@ -73,7 +75,8 @@ class HubHandler:
     @staticmethod
     def _write_decision(cur: db.Cursor, d: dict[str, Any]) -> None:
         cur.execute(
-            "INSERT INTO hub.decisions (event_id, child_key, kind, risk_level, reason, decided_by, occurred_at)"
+            "INSERT INTO hub.decisions"
+            " (event_id, child_key, kind, risk_level, reason, decided_by, occurred_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
             (d["event_id"], d["person_key"], d["kind"], d.get("risk_level"), d.get("reason"),
              d["decided_by"], d["occurred_at"]),
@@ -88,7 +91,8 @@ class HubHandler:
             "INSERT INTO hub.children AS c (child_key, nhs_number, case_status, risk_level, owning_authority,"
             " authority_phone, opened_at, closed_at, updated_at)"
             " VALUES (%(key)s, %(nhs)s, %(status)s, %(risk)s, %(la)s, %(phone)s,"
-            "  CASE WHEN %(status)s = 'open' THEN %(at)s END, CASE WHEN %(status)s = 'closed' THEN %(at)s END, %(at)s)"
+            "  CASE WHEN %(status)s = 'open' THEN %(at)s END,"
+            " CASE WHEN %(status)s = 'closed' THEN %(at)s END, %(at)s)"
             " ON CONFLICT (child_key) DO UPDATE SET"
             "  nhs_number = COALESCE(EXCLUDED.nhs_number, c.nhs_number),"
             "  case_status = EXCLUDED.case_status,"
@@ -101,8 +105,9 @@ class HubHandler:
             "  updated_at = EXCLUDED.updated_at"
             " WHERE c.updated_at <= EXCLUDED.updated_at",
             {
-                "key": d["person_key"], "nhs": d.get("nhs_number"), "status": status, "risk": d.get("risk_level"),
-                "la": d.get("owning_authority"), "phone": d.get("contact_phone"), "at": d["occurred_at"],
+                "key": d["person_key"], "nhs": d.get("nhs_number"), "status": status,
+                "risk": d.get("risk_level"), "la": d.get("owning_authority"), "phone": d.get("contact_phone"),
+                "at": d["occurred_at"],
             },
         )
 
@@ -125,5 +130,7 @@ def set_triage_status(cur: db.Cursor, alert_id: str, status: str, actor: str, no
         " VALUES (%s, %s, %s, %s, %s)",
         (alert_id, previous, status, actor, note),
     )
-    db.log_access(cur, actor=actor, action="write", purpose=f"triage: {status}", store="hub", record_refs=[alert_id])
+    db.log_access(
+        cur, actor=actor, action="write", purpose=f"triage: {status}", store="hub", record_refs=[alert_id]
+    )
     return previous

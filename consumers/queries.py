@@ -25,7 +25,8 @@ def list_alerts(
             return db.fetch_dicts(
                 cur,
                 "SELECT alert_id, rule, severity, subject_kind, subject, area, window_start, window_end,"
-                f" raised_at, triage_status, owner, evidence, handling_conditions FROM hub.alert_flags {where}"
+                " raised_at, triage_status, owner, evidence, handling_conditions"
+                f" FROM hub.alert_flags {where}"
                 " ORDER BY raised_at DESC, alert_id LIMIT %s",
                 [*params, limit],
             )

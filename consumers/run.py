@@ -28,7 +28,9 @@ def prepare_database(settings: Settings) -> list[str]:
         conn.close()
 
 
-def build_sink(settings: Settings, store: str, *, group_id: str | None = None, batch_size: int = 1000) -> TransactionalSink:
+def build_sink(
+    settings: Settings, store: str, *, group_id: str | None = None, batch_size: int = 1000
+) -> TransactionalSink:
     if store not in STORES:
         raise ValueError(f"store must be one of {sorted(STORES)}, got {store!r}")
     make_handler, sources = STORES[store]

@@ -9,6 +9,7 @@ too, for lag monitoring only; they are never read back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -23,7 +24,14 @@ from psycopg2.extras import execute_values
 
 import schemas
 from consumers import db
-from hubstream.metrics import BATCH_SIZE, DB_ERRORS, DEAD_LETTERS, EVENT_TO_ROW_SECONDS, EVENTS_IN, ROWS_WRITTEN
+from hubstream.metrics import (
+    BATCH_SIZE,
+    DB_ERRORS,
+    DEAD_LETTERS,
+    EVENT_TO_ROW_SECONDS,
+    EVENTS_IN,
+    ROWS_WRITTEN,
+)
 from schemas import DecodeError, SchemaViolation
 
 log = logging.getLogger(__name__)
@@ -122,10 +130,8 @@ class TransactionalSink:
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg2.Error):
                 self._conn.close()
-            except psycopg2.Error:
-                pass
         self._conn = None
 
     def _stored_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
@@ -161,7 +167,9 @@ class TransactionalSink:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False, idle_polls_before_stop: int | None = None) -> SinkStats:
+    def run(
+        self, should_stop: Callable[[], bool] = lambda: False, idle_polls_before_stop: int | None = None
+    ) -> SinkStats:
         """Consume until ``should_stop()`` or, if given, that many empty polls in a row."""
         self._consumer.subscribe(list(self.accepted), listener=_Reassigned(self._pending))
         idle = 0
@@ -204,7 +212,9 @@ class TransactionalSink:
             try:
                 schema, record = self.decode(m.value)
                 if schema not in self.accepted[m.topic]:
-                    raise SchemaViolation("", schema, f"topic {m.topic} carries {self.accepted[m.topic]} only")
+                    raise SchemaViolation(
+                        "", schema, f"topic {m.topic} carries {self.accepted[m.topic]} only"
+                    )
                 schemas.validate(schema, record)
             except (DecodeError, SchemaViolation) as exc:
                 field = exc.field if isinstance(exc, SchemaViolation) else None
@@ -250,6 +260,8 @@ class TransactionalSink:
     def _database_failed(self, exc: Exception) -> None:
         DB_ERRORS.labels(store=self.handler.store).inc()
         self.stats.db_errors += 1
-        log.warning("%s: database error, will reconnect and replay the batch: %s", self.group_id, str(exc).strip())
+        log.warning(
+            "%s: database error, will reconnect and replay the batch: %s", self.group_id, str(exc).strip()
+        )
         self._drop_connection()
         time.sleep(0.5)

@@ -70,7 +70,9 @@ def topics_list() -> None:
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON lines to publish; standard input when omitted.")
 @click.option("--topic", default=None, help="Override the topic the kind is routed to.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
+)
 def publish(event_kind: str, path: Path | None, topic: str | None, progress: bool | None) -> None:
     """Validate and publish events of EVENT_KIND from JSON lines.
 
@@ -118,7 +120,9 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--metrics-port", type=int, default=19101, show_default=True, help="Serve /metrics here; 0 = off.")
+@click.option(
+    "--metrics-port", type=int, default=19101, show_default=True, help="Serve /metrics here; 0 = off."
+)
 @click.pass_context
 def worker(ctx: click.Context, metrics_port: int) -> None:
     """Start the stream processors (a faust worker); extra arguments go to faust's `worker` command.
@@ -144,12 +148,16 @@ def _run_sink(store: str, idle_stop: int | None, metrics_port: int) -> None:
 
     serve(metrics_port)
     stats = run_sink(_settings(), store, idle_polls_before_stop=idle_stop)
-    click.echo(f"{store}: {stats.rows} rows written, {stats.dead_letters} dead letters, {stats.db_errors} db errors")
+    click.echo(
+        f"{store}: {stats.rows} rows written, {stats.dead_letters} dead letters, {stats.db_errors} db errors"
+    )
 
 
 @consume.command("hub")
 @click.option("--stop-when-idle", type=int, default=None, help="Stop after this many empty polls in a row.")
-@click.option("--metrics-port", type=int, default=19102, show_default=True, help="Serve /metrics here; 0 = off.")
+@click.option(
+    "--metrics-port", type=int, default=19102, show_default=True, help="Serve /metrics here; 0 = off."
+)
 def consume_hub(stop_when_idle: int | None, metrics_port: int) -> None:
     """Alerts and hub decisions into the hub case store (the CSE tracker)."""
     _run_sink("hub", stop_when_idle, metrics_port)
@@ -157,7 +165,9 @@ def consume_hub(stop_when_idle: int | None, metrics_port: int) -> None:
 
 @consume.command("health")
 @click.option("--stop-when-idle", type=int, default=None, help="Stop after this many empty polls in a row.")
-@click.option("--metrics-port", type=int, default=19103, show_default=True, help="Serve /metrics here; 0 = off.")
+@click.option(
+    "--metrics-port", type=int, default=19103, show_default=True, help="Serve /metrics here; 0 = off."
+)
 def consume_health(stop_when_idle: int | None, metrics_port: int) -> None:
     """Health CSE flags into the health flag store, keyed on NHS number."""
     _run_sink("health", stop_when_idle, metrics_port)
@@ -186,7 +196,9 @@ def alerts() -> None:
 
 @alerts.command("list")
 @click.option("--status", type=click.Choice(["new", "acknowledged", "actioned", "closed"]), default=None)
-@click.option("--rule", default=None, help="repeat_missing, return_interview_overdue, hotspot, association, ...")
+@click.option(
+    "--rule", default=None, help="repeat_missing, return_interview_overdue, hotspot, association, ..."
+)
 @click.option("--area", default=None)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -195,7 +207,11 @@ def alerts_list(status: str | None, rule: str | None, area: str | None, limit: i
     from consumers.queries import list_alerts
 
     rows = list_alerts(_settings(), status=status, rule=rule, area=area, limit=limit)
-    _print_rows(rows, fmt, ["alert_id", "rule", "severity", "subject", "area", "raised_at", "triage_status", "evidence"])
+    _print_rows(
+        rows,
+        fmt,
+        ["alert_id", "rule", "severity", "subject", "area", "raised_at", "triage_status", "evidence"],
+    )
 
 
 def _triage(status: str) -> click.Command:
@@ -226,7 +242,9 @@ def flags() -> None:
 @click.option("--nhs-number", required=True, help="The child's 10-digit NHS number.")
 @click.option("--reader", default="hub-cli", show_default=True, help="Who is reading (access log).")
 @click.option("--purpose", default="safeguarding enquiry", show_default=True, help="Why (access log).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "fhir"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "fhir"]), default="table", show_default=True
+)
 def flags_show(nhs_number: str, reader: str, purpose: str, fmt: str) -> None:
     """Show a child's CSE flags, as a table, JSON, or FHIR R4 Flag resources."""
     from consumers.fhir import to_fhir_flag
@@ -236,7 +254,9 @@ def flags_show(nhs_number: str, reader: str, purpose: str, fmt: str) -> None:
     if fmt == "fhir":
         click.echo(json.dumps([to_fhir_flag(r) for r in rows], indent=2))
     else:
-        _print_rows(rows, fmt, ["flag_id", "status", "code", "display", "period_start", "period_end", "status_reason"])
+        _print_rows(
+            rows, fmt, ["flag_id", "status", "code", "display", "period_start", "period_end", "status_reason"]
+        )
 
 
 @cli.group()

@@ -21,7 +21,7 @@ from typing import Any
 import click
 import psycopg2
 from kafka import KafkaAdminClient
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
 from hubstream.kafka import create_topics
 from hubstream.progress import wait_for_group, worker_topics
@@ -130,7 +130,10 @@ def run_demo(base: Settings, *, seed: int, days: int, children: int) -> None:
     _section("Consumers: alerts and decisions to the CSE tracker, flags to the health store")
     for store in ("hub", "health"):
         stats = run_sink(settings, store, idle_polls_before_stop=4)
-        click.echo(f"  {store:6} {stats.rows:>7,} rows in {stats.batches} transactions, {stats.dead_letters} dead letters")
+        click.echo(
+            f"  {store:6} {stats.rows:>7,} rows in {stats.batches} transactions,"
+            f" {stats.dead_letters} dead letters"
+        )
 
     _print_results(settings)
     click.secho(f"\nDone in {time.monotonic() - started:.0f}s. Explore it with, for example:", bold=True)
@@ -167,12 +170,16 @@ def _print_results(settings: Settings) -> None:
 
     _section("Children on the CSE tracker (from hub decisions)")
     for status, risk, count in _rows(
-        settings, "SELECT case_status, coalesce(risk_level, '-'), count(*) FROM hub.children GROUP BY 1, 2 ORDER BY 1, 2"
+        settings,
+        "SELECT case_status, coalesce(risk_level, '-'), count(*) FROM hub.children"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
     ):
         click.echo(f"  {status:7} risk {risk:7} {count:>5}")
 
     _section("Health CSE flags (keyed on NHS number; nothing else reaches health)")
-    for status, count in _rows(settings, "SELECT status, count(*) FROM health.cse_flags GROUP BY 1 ORDER BY 1"):
+    for status, count in _rows(
+        settings, "SELECT status, count(*) FROM health.cse_flags GROUP BY 1 ORDER BY 1"
+    ):
         click.echo(f"  {status:9} {count:>5}")
     sample = _rows(
         settings, "SELECT nhs_number FROM health.cse_flags ORDER BY status DESC, updated_at, flag_id LIMIT 1"
@@ -185,6 +192,7 @@ def _print_results(settings: Settings) -> None:
     _section("Accountability")
     [(writes, reads)] = _rows(
         settings,
-        "SELECT count(*) FILTER (WHERE action = 'write'), count(*) FILTER (WHERE action = 'read') FROM audit.access_log",
+        "SELECT count(*) FILTER (WHERE action = 'write'), count(*) FILTER (WHERE action = 'read')"
+        " FROM audit.access_log",
     )
     click.echo(f"  access log: {writes:,} writes, {reads} reads recorded (append-only)")

@@ -38,7 +38,9 @@ def create_topics(settings: Settings) -> list[str]:
             try:
                 admin.create_topics(
                     [
-                        NewTopic(t.name, num_partitions=t.partitions, replication_factor=1, topic_configs=t.config)
+                        NewTopic(
+                            t.name, num_partitions=t.partitions, replication_factor=1, topic_configs=t.config
+                        )
                         for t in missing
                     ]
                 )

@@ -6,8 +6,12 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_IN = Counter("hubstream_events_in_total", "Events consumed, by topic and schema.", ["topic", "schema"])
 EVENTS_OUT = Counter("hubstream_events_out_total", "Events produced, by topic.", ["topic"])
-DEAD_LETTERS = Counter("hubstream_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic", "stage"])
-ALERTS_RAISED = Counter("hubstream_alerts_raised_total", "Alerts raised by the stream worker.", ["rule", "area"])
+DEAD_LETTERS = Counter(
+    "hubstream_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic", "stage"]
+)
+ALERTS_RAISED = Counter(
+    "hubstream_alerts_raised_total", "Alerts raised by the stream worker.", ["rule", "area"]
+)
 ROWS_WRITTEN = Counter("hubstream_rows_written_total", "Rows committed to a case store.", ["store"])
 DB_ERRORS = Counter("hubstream_db_errors_total", "Database errors waited out by a consumer.", ["store"])
 BATCH_SIZE = Histogram(

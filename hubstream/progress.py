@@ -10,7 +10,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from hubstream import topics
 from hubstream.settings import Settings
 
-WORKER_INPUTS = (topics.MISSING_EPISODES, topics.POLICE_INTELLIGENCE, topics.PARTNER_INTELLIGENCE, topics.HUB_DECISIONS)
+WORKER_INPUTS = (
+    topics.MISSING_EPISODES, topics.POLICE_INTELLIGENCE, topics.PARTNER_INTELLIGENCE, topics.HUB_DECISIONS
+)
 WORKER_INTERNAL = ("hotspot-observations", "association-links")
 
 
@@ -35,7 +37,8 @@ def lag(settings: Settings, group: str, topic_names: list[str]) -> int | None:
                 return None
             wanted += [TopicPartition(name, p) for p in partitions]
         end = consumer.end_offsets(wanted)
-        return sum(max(0, end[tp] - (committed[tp].offset if tp in committed else 0)) for tp in wanted)
+        behind: int = sum(max(0, end[tp] - (committed[tp].offset if tp in committed else 0)) for tp in wanted)
+        return behind
     finally:
         consumer.close()
         admin.close()

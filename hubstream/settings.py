@@ -31,7 +31,9 @@ def _env_int(name: str, default: int) -> int:
 class Settings:
     home: Path = field(default_factory=lambda: Path(_env("HUBSTREAM_HOME", str(PROJECT_ROOT / ".local"))))
     kafka_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_KAFKA_PORT", 19092))
-    kafka_controller_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_KAFKA_CONTROLLER_PORT", 19093))
+    kafka_controller_port: int = field(
+        default_factory=lambda: _env_int("HUBSTREAM_KAFKA_CONTROLLER_PORT", 19093)
+    )
     pg_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_PG_PORT", 15432))
     registry_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_REGISTRY_PORT", 18081))
     area: str = field(default_factory=lambda: _env("HUBSTREAM_AREA", "E10000018"))
@@ -54,13 +56,16 @@ class Settings:
     @property
     def hub_store_dsn(self) -> str:
         """The hub consumer and hub CLI connect as the hub_store role (hub and audit tables only)."""
-        return _env("HUBSTREAM_HUB_STORE_DSN", f"host=127.0.0.1 port={self.pg_port} dbname=hubstream user=hub_store")
+        return _env(
+            "HUBSTREAM_HUB_STORE_DSN", f"host=127.0.0.1 port={self.pg_port} dbname=hubstream user=hub_store"
+        )
 
     @property
     def health_store_dsn(self) -> str:
         """The health consumer and flag readers connect as health_store (health tables only)."""
         return _env(
-            "HUBSTREAM_HEALTH_STORE_DSN", f"host=127.0.0.1 port={self.pg_port} dbname=hubstream user=health_store"
+            "HUBSTREAM_HEALTH_STORE_DSN",
+            f"host=127.0.0.1 port={self.pg_port} dbname=hubstream user=health_store",
         )
 
     @property

@@ -13,10 +13,11 @@ import json
 import logging
 import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.serializers import codecs
+from faust.types import EventT, TableT
 
 import schemas
 from hubstream import topics as catalogue
@@ -36,7 +37,7 @@ serde = serde_for(settings)
 PARTITIONS = 6
 
 
-class StateCodec(codecs.Codec):  # type: ignore[misc]
+class StateCodec(codecs.Codec):
     """Rule state <-> its JSON form; one codec per state class."""
 
     def __init__(self, state_class: Any = None, **kwargs: Any) -> None:
@@ -59,7 +60,9 @@ for _name, _cls in (
 ):
     codecs.register(_name, StateCodec(_cls))
 
-APP_ID = os.environ.get("HUBSTREAM_WORKER_ID") or os.environ.get("HUBSTREAM_TOPIC_PREFIX", "") + "hubstream-worker"
+APP_ID = (
+    os.environ.get("HUBSTREAM_WORKER_ID") or os.environ.get("HUBSTREAM_TOPIC_PREFIX", "") + "hubstream-worker"
+)
 
 app = faust.App(
     APP_ID,
@@ -106,14 +109,16 @@ hotspot_topic = _raw_topic(f"{app.conf.id}-hotspot-observations", internal=True)
 association_topic = _raw_topic(f"{app.conf.id}-association-links", internal=True)
 
 
-def state_table(name: str, codec: str = "json") -> faust.Table:
-    table = app.Table(name, default=None, partitions=PARTITIONS, key_type=str)
+def state_table(name: str, codec: str = "json") -> TableT[str, Any]:
+    # app.Table is declared to return the abstract TableT; the serializer attributes set below
+    # belong to the concrete faust.Table it builds.
+    table = cast("faust.Table[str, Any]", app.Table(name, default=None, partitions=PARTITIONS, key_type=str))
     # faust picks serializers from model types only; a plain class needs them set here, before
     # the changelog topic is first made.
     table.key_serializer = "raw"
     table.value_serializer = codec
     # Recovery reads the changelog through the topic's own serializers: they must match.
-    table.changelog_topic = table.changelog_topic.derive(key_serializer="raw", value_serializer=codec)
+    table.changelog_topic = table.changelog_topic.derive_topic(key_serializer="raw", value_serializer=codec)
     return table
 
 
@@ -122,7 +127,7 @@ def state_table(name: str, codec: str = "json") -> faust.Table:
 watermarks = state_table("watermarks")
 
 
-def observe(event: faust.EventT, occurred_at: datetime) -> datetime:
+def observe(event: EventT[Any], occurred_at: datetime) -> datetime:
     """Advance the current partition's watermark to ``occurred_at`` if later; return it."""
     key = f"{event.message.topic}:{event.message.partition}"
     stored = watermarks.get(key)
@@ -133,34 +138,11 @@ def observe(event: faust.EventT, occurred_at: datetime) -> datetime:
     return current
 
 
-class MergedWatermark:
-    """The event time a re-keyed partition has surely reached: the minimum over its sources.
-
-    A re-keyed topic merges several source partitions that progress at different speeds (a
-    replay reads intelligence far ahead of missing episodes, or the other way round). Taking
-    the minimum over every source means nothing is pruned or refused as late just because
-    another source ran ahead; until every source has been heard from there is no watermark and
-    nothing is pruned. Kept in memory: after a restart it is rebuilt from new messages, which
-    only delays pruning.
-    """
-
-    def __init__(self, expected_sources: int) -> None:
-        self.expected = expected_sources
-        self.marks: dict[str, dict[str, datetime]] = {}
-
-    def observe(self, event: faust.EventT, source: str, mark: datetime) -> datetime | None:
-        key = f"{event.message.topic}:{event.message.partition}"
-        marks = self.marks.setdefault(key, {})
-        if source not in marks or mark > marks[source]:
-            marks[source] = mark
-        return min(marks.values()) if len(marks) >= self.expected else None
-
-
-def source_of(event: faust.EventT) -> str:
+def source_of(event: EventT[Any]) -> str:
     return f"{event.message.topic}:{event.message.partition}"
 
 
-def decode(event: faust.EventT, expected: str) -> dict[str, Any] | None:
+def decode(event: EventT[Any], expected: str) -> dict[str, Any] | None:
     """The validated record of a message, or None after dead-lettering it with the reason."""
     message = event.message
     try:
@@ -176,7 +158,7 @@ def decode(event: faust.EventT, expected: str) -> dict[str, Any] | None:
     return record
 
 
-def dead_letter(event: faust.EventT, reason: str, field: str | None, stage: str) -> None:
+def dead_letter(event: EventT[Any], reason: str, field: str | None, stage: str) -> None:
     message = event.message
     data = encode_dead_letter(
         serde, topic=message.topic, partition=message.partition, offset=message.offset,
@@ -184,10 +166,12 @@ def dead_letter(event: faust.EventT, reason: str, field: str | None, stage: str)
     )
     dead_letters_topic.send_soon(key=event.key, value=data)
     DEAD_LETTERS.labels(topic=message.topic, stage=stage).inc()
-    log.warning("dead letter %s[%s]@%s (%s): %s", message.topic, message.partition, message.offset, stage, reason)
+    log.warning(
+        "dead letter %s[%s]@%s (%s): %s", message.topic, message.partition, message.offset, stage, reason
+    )
 
 
-async def send_alerts(alerts: list[rules.Alert], trigger: faust.EventT | None = None) -> None:
+async def send_alerts(alerts: list[rules.Alert], trigger: EventT[Any] | None = None) -> None:
     if not alerts:
         return
     now = datetime.now(UTC)
@@ -201,8 +185,16 @@ async def send_alerts(alerts: list[rules.Alert], trigger: faust.EventT | None = 
         EVENTS_OUT.labels(topic=catalogue.ALERTS.name).inc()
         EVENTS_OUT.labels(topic=catalogue.POLICE_ALERTS.name).inc()
         if published_ms is not None:
-            EVENT_TO_ALERT_SECONDS.labels(rule=alert.rule).observe(max(0.0, now.timestamp() - published_ms / 1000))
-        log.info("alert %s %s subject=%s evidence=%d", alert.rule, alert.alert_id, alert.subject, len(alert.evidence))
+            EVENT_TO_ALERT_SECONDS.labels(rule=alert.rule).observe(
+                max(0.0, now.timestamp() - published_ms / 1000)
+            )
+        log.info(
+            "alert %s %s subject=%s evidence=%d",
+            alert.rule,
+            alert.alert_id,
+            alert.subject,
+            len(alert.evidence),
+        )
 
 
 def prepare() -> None:

@@ -39,10 +39,14 @@ def load_rule_config(path: str | None = None) -> RuleConfig:
     if unknown:
         raise ValueError(f"HUBSTREAM_RULES_FILE names unknown rules {unknown}")
     return RuleConfig(
-        repeat_missing=rules.AreaSettings.from_changes(rules.RepeatMissingSettings(), changes.get("repeat_missing", {})),
+        repeat_missing=rules.AreaSettings.from_changes(
+            rules.RepeatMissingSettings(), changes.get("repeat_missing", {})
+        ),
         return_interview=rules.AreaSettings.from_changes(
             rules.ReturnInterviewSettings(), changes.get("return_interview", {})
         ),
         hotspot=rules.AreaSettings.from_changes(rules.HotspotSettings(), changes.get("hotspot", {})),
-        association=rules.AreaSettings.from_changes(rules.AssociationSettings(), changes.get("association", {})),
+        association=rules.AreaSettings.from_changes(
+            rules.AssociationSettings(), changes.get("association", {})
+        ),
     )

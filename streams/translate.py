@@ -12,9 +12,11 @@ from typing import Any
 
 from streams import rules
 from streams.rules import _json
-from streams.rules.events import ENTITY_KINDS
+from streams.rules.events import ENTITY_KINDS, EntityKind
 
-_OBJECT_ENTITY = {"vehicle": "vehicle", "phone": "phone", "online_handle": "online_handle"}
+_OBJECT_ENTITY: dict[str, EntityKind] = {
+    "vehicle": "vehicle", "phone": "phone", "online_handle": "online_handle"
+}
 
 
 def _location(raw: dict[str, Any] | None) -> rules.Location | None:
@@ -46,14 +48,18 @@ def missing_event(record: dict[str, Any]) -> rules.RuleEvent | None:
     return None
 
 
-def _entity(kind: str, value: str) -> rules.Entity:
-    return rules.Entity(kind, rules.normalise_vrm(value) if kind == "vehicle" else value.strip())  # type: ignore[arg-type]
+def _entity(kind: EntityKind, value: str) -> rules.Entity:
+    return rules.Entity(kind, rules.normalise_vrm(value) if kind == "vehicle" else value.strip())
 
 
 def intelligence_event(record: dict[str, Any]) -> rules.IntelligenceReport:
     persons = record["persons"]
     entities = [_entity("adult", p["person_key"]) for p in persons if p["role"] == "adult_of_concern"]
-    entities += [_entity(_OBJECT_ENTITY[o["kind"]], o["value"]) for o in record["objects"] if o["kind"] in _OBJECT_ENTITY]
+    entities += [
+        _entity(_OBJECT_ENTITY[o["kind"]], o["value"])
+        for o in record["objects"]
+        if o["kind"] in _OBJECT_ENTITY
+    ]
     grading = record.get("grading")
     return rules.IntelligenceReport(
         event_id=record["event_id"],

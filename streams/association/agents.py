@@ -9,12 +9,15 @@ import faust
 
 from hubstream import topics as catalogue
 from streams import rules, translate
-from streams.app import MergedWatermark, app, association_topic, dead_letter, rule_config, send_alerts, state_table
+from streams.app import app, association_topic, dead_letter, rule_config, send_alerts, source_of, state_table
 from streams.rules import association
+from streams.watermarks import MergedWatermark
 
 states = state_table("association", "association_state")
 # Fed by every partition of both intelligence topics.
-merged = MergedWatermark(sum(t.partitions for t in (catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE)))
+merged = MergedWatermark(
+    sum(t.partitions for t in (catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE))
+)
 
 
 async def forward_to_associations(report: rules.IntelligenceReport, source: str, watermark: datetime) -> None:
@@ -33,10 +36,14 @@ async def associations(stream: faust.StreamT[Any]) -> None:
         try:
             report, source, source_mark = translate.event_from_bytes(event.value)
             entity = event.key.decode()
-            settings = rule_config.association.for_area(report.area)  # type: ignore[union-attr]
+            if not isinstance(report, rules.IntelligenceReport):  # only reports are forwarded here
+                raise rules.MisroutedEventError(
+                    f"{type(report).__name__} {report.event_id!r} on entity {entity}"
+                )
+            settings = rule_config.association.for_area(report.area)
             state = states.get(entity) or association.initial(entity)
             state, alerts = association.apply(state, report, settings)
-            watermark = merged.observe(event, source, source_mark)
+            watermark = merged.observe(source_of(event), source, source_mark)
             if watermark is not None:
                 state, _ = association.advance(state, watermark, settings)
             states[entity] = state

@@ -8,7 +8,7 @@ from typing import Any
 import faust
 
 from hubstream import topics as catalogue
-from streams.app import app, decode, decisions_topic, health_flags_topic, serde, state_table
+from streams.app import app, decisions_topic, decode, health_flags_topic, serde, state_table
 from streams.rules import health_flag
 
 states = state_table("health-flag", "health_flag_state")

@@ -9,13 +9,17 @@ import faust
 
 from hubstream import topics as catalogue
 from streams import rules, translate
-from streams.app import MergedWatermark, app, dead_letter, hotspot_topic, rule_config, send_alerts, state_table
+from streams.app import app, dead_letter, hotspot_topic, rule_config, send_alerts, source_of, state_table
 from streams.rules import hotspot
+from streams.watermarks import MergedWatermark
 
 states = state_table("hotspot", "hotspot_state")
 # Fed by every partition of the missing-episode and both intelligence topics.
 merged = MergedWatermark(
-    sum(t.partitions for t in (catalogue.MISSING_EPISODES, catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE))
+    sum(
+        t.partitions
+        for t in (catalogue.MISSING_EPISODES, catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE)
+    )
 )
 
 
@@ -36,10 +40,14 @@ async def hotspots(stream: faust.StreamT[Any]) -> None:
         try:
             rule_event, source, source_mark = translate.event_from_bytes(event.value)
             cell = event.key.decode()
-            settings = rule_config.hotspot.for_area(rule_event.area)  # type: ignore[union-attr]
+            if isinstance(rule_event, rules.ReturnInterview):  # has no place, so is never forwarded here
+                raise rules.MisroutedEventError(
+                    f"return interview {rule_event.event_id!r} on hotspot cell {cell}"
+                )
+            settings = rule_config.hotspot.for_area(rule_event.area)
             state = states.get(cell) or hotspot.initial(cell)
             state, alerts = hotspot.apply(state, rule_event, settings)
-            watermark = merged.observe(event, source, source_mark)
+            watermark = merged.observe(source_of(event), source, source_mark)
             if watermark is not None:
                 state, _ = hotspot.advance(state, watermark, settings)
             states[cell] = state

@@ -12,8 +12,17 @@ from typing import Any
 import faust
 
 from streams import rules, translate
-from streams.app import decode, dead_letter, missing_topic, observe, rule_config, send_alerts, source_of, state_table
-from streams.app import app
+from streams.app import (
+    app,
+    dead_letter,
+    decode,
+    missing_topic,
+    observe,
+    rule_config,
+    send_alerts,
+    source_of,
+    state_table,
+)
 from streams.hotspot.agents import forward_to_hotspots
 from streams.rules import repeat_missing, return_interview
 
@@ -25,7 +34,9 @@ interview_states = state_table("return-interview", "return_interview_state")
 due = state_table("return-interview-due")
 
 
-def _next_deadline(state: return_interview.ReturnInterviewState, settings: rules.ReturnInterviewSettings) -> datetime | None:
+def _next_deadline(
+    state: return_interview.ReturnInterviewState, settings: rules.ReturnInterviewSettings
+) -> datetime | None:
     pending = [
         d for e in state.episodes
         if e.overdue_alert_id is None and (d := e.deadline(settings)) is not None

@@ -76,9 +76,7 @@ def apply(state: FlagState, decision: dict[str, Any]) -> tuple[FlagState, list[d
     )
     kind = decision["kind"]
     if kind in RAISING_DECISIONS and known.nhs_number:
-        if state.active and (known.owning_authority, known.contact_phone) == (
-            state.owning_authority, state.contact_phone,
-        ):
+        if state.active and _shown(known) == _shown(state):
             return known, []
         raised = replace(known, active=True, period_start=known.period_start or occurred.date().isoformat())
         return raised, [_flag(decision, raised, "active", None)]
@@ -86,4 +84,12 @@ def apply(state: FlagState, decision: dict[str, Any]) -> tuple[FlagState, list[d
         closed = replace(known, active=False)
         flag = _flag(decision, closed, "inactive", occurred.date())
         return replace(closed, period_start=None), [flag]
-    return known, []
+    # While a flag is active the state holds what health was last sent: a decision that publishes
+    # nothing (a strategy meeting) must not absorb a new contact, or the next risk level set with
+    # that contact would compare equal and health would keep the old number.
+    return (state if state.active else known), []
+
+
+def _shown(state: FlagState) -> tuple[str | None, str | None, str | None]:
+    """What an active flag shows health that a later decision can change."""
+    return state.nhs_number, state.owning_authority, state.contact_phone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
@@ -46,8 +47,8 @@ def intelligence(
     at: datetime,
     *,
     children: list[str],
-    adults: list[str] = (),  # type: ignore[assignment]
-    vehicles: list[str] = (),  # type: ignore[assignment]
+    adults: Sequence[str] = (),
+    vehicles: Sequence[str] = (),
     where: tuple[float, float] | None = None,
     agency: str = "Charnwood Youth Project",
     agency_type: str = "voluntary",
@@ -92,4 +93,32 @@ def alert(n: int, at: datetime) -> dict[str, Any]:
         "settings": {"count": "3", "days": "90"},
         "handling_conditions": [],
         "resolves": None,
+    }
+
+
+def decision(
+    child: str,
+    kind: str,
+    at: datetime,
+    *,
+    nhs_number: str | None = None,
+    risk_level: str | None = None,
+    reason: str | None = None,
+    authority: str = "Leicestershire County Council",
+    phone: str = "0116 496 0200",
+) -> dict[str, Any]:
+    """A JSON-form HubDecision; risk_level_set gets a risk level unless one is given."""
+    return {
+        "event_id": _id("decision", child, kind, at),
+        "occurred_at": iso(at),
+        "reported_at": iso(at + timedelta(minutes=5)),
+        "kind": kind,
+        "person_key": child,
+        "nhs_number": nhs_number,
+        "risk_level": risk_level or ("high" if kind == "risk_level_set" else None),
+        "reason": reason or kind.replace("_", " "),
+        "decided_by": "hub-sw-01",
+        "area": AREA,
+        "owning_authority": authority,
+        "contact_phone": phone,
     }

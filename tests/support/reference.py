@@ -49,7 +49,7 @@ def reference_alerts(events: list[tuple[str, dict[str, Any]]]) -> list[rules.Ale
             for key in association.keys_for(event):
                 fold(association, key, event, config.association.for_area(area))
     assert latest is not None
-    for (name, key), state in list(states.items()):
+    for (name, _key), state in list(states.items()):
         if name == return_interview.__name__:
             _, fired = return_interview.advance(state, latest, config.return_interview.default)
             alerts.extend(fired)

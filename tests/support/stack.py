@@ -54,7 +54,9 @@ class Namespace:
     def owner_connection(self) -> Any:
         return psycopg2.connect(self.env["HUBSTREAM_PG_DSN"])
 
-    def start(self, *args: str, log_name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, log_name: str, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log_dir = Path(self.env["HUBSTREAM_HOME"]) / "test-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log = (log_dir / f"{self.prefix}{log_name}.log").open("ab")
@@ -65,8 +67,10 @@ class Namespace:
         self.processes.append(proc)
         return proc
 
-    def start_worker(self, name: str = "worker", app_id: str | None = None) -> subprocess.Popen[bytes]:
-        extra = {"HUBSTREAM_WORKER_WEB_PORT": str(free_port())}
+    def start_worker(
+        self, name: str = "worker", app_id: str | None = None, store: str = "memory://"
+    ) -> subprocess.Popen[bytes]:
+        extra = {"HUBSTREAM_WORKER_WEB_PORT": str(free_port()), "HUBSTREAM_WORKER_STORE": store}
         if app_id:
             extra["HUBSTREAM_WORKER_ID"] = app_id
         return self.start("worker", "--metrics-port", "0", log_name=name, extra_env=extra)

@@ -1,0 +1,68 @@
+"""Merged watermarks of re-keyed partitions: the minimum over every source partition feeding them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.watermarks import MergedWatermark
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+CELL = "hubstream-worker-hotspot-observations:0"
+
+
+def hours(n: int) -> datetime:
+    return T0 + timedelta(hours=n)
+
+
+def test_there_is_no_watermark_until_every_source_has_been_seen() -> None:
+    merged = MergedWatermark(3)
+    assert merged.observe(CELL, "missing:0", hours(5)) is None
+    assert merged.observe(CELL, "police:0", hours(6)) is None
+    assert merged.observe(CELL, "missing:0", hours(7)) is None  # a source seen twice is still one
+    assert merged.observe(CELL, "partner:0", hours(9)) == hours(6)
+
+
+def test_the_watermark_is_the_minimum_over_sources() -> None:
+    merged = MergedWatermark(2)
+    merged.observe(CELL, "a", hours(100))
+    assert merged.observe(CELL, "b", hours(3)) == hours(3)
+    assert merged.observe(CELL, "b", hours(50)) == hours(50)
+    assert merged.observe(CELL, "b", hours(200)) == hours(100)
+
+
+def test_a_sources_mark_never_goes_backwards() -> None:
+    merged = MergedWatermark(2)
+    merged.observe(CELL, "a", hours(10))
+    merged.observe(CELL, "b", hours(20))
+    # An older message forwarded from "a" after a newer one does not pull the watermark back.
+    assert merged.observe(CELL, "a", hours(1)) == hours(10)
+    assert merged.marks[CELL]["a"] == hours(10)
+
+
+def test_each_re_keyed_partition_has_its_own_watermark() -> None:
+    merged = MergedWatermark(1)
+    assert merged.observe("cells:0", "a", hours(10)) == hours(10)
+    assert merged.observe("cells:1", "a", hours(2)) == hours(2)
+    assert merged.observe("cells:0", "a", hours(11)) == hours(11)
+
+
+_observations = st.lists(
+    st.tuples(st.sampled_from(["s0", "s1", "s2"]), st.integers(0, 1000).map(hours)), max_size=40
+)
+
+
+@given(_observations)
+def test_the_watermark_is_the_least_latest_mark_and_never_falls(observations) -> None:
+    merged = MergedWatermark(3)
+    latest: dict[str, datetime] = {}
+    previous: datetime | None = None
+    for source, mark in observations:
+        latest[source] = max(mark, latest.get(source, mark))
+        got = merged.observe(CELL, source, mark)
+        assert got == (min(latest.values()) if len(latest) == 3 else None)
+        if previous is not None:
+            assert got is not None and got >= previous
+        previous = got
