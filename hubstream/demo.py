@@ -21,7 +21,7 @@ from typing import Any
 import click
 import psycopg2
 from kafka import KafkaAdminClient
-from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
+from tqdm import tqdm  # tqdm ships no type information
 
 from hubstream.kafka import create_topics
 from hubstream.progress import wait_for_group, worker_topics
@@ -118,7 +118,13 @@ def run_demo(base: Settings, *, seed: int, days: int, children: int) -> None:
                     bar.n = done["most"] - behind
                     bar.refresh()
 
-                wait_for_group(settings, group, worker_topics(group), timeout_s=600, on_lag=show)
+                def alive() -> None:
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"the worker exited with {worker.returncode}; its log: {log_path}")
+
+                wait_for_group(
+                    settings, group, worker_topics(group), timeout_s=600, on_lag=show, still_running=alive
+                )
         except TimeoutError:
             click.echo(f"  the worker did not catch up; its log: {log_path}", err=True)
             raise

@@ -50,17 +50,21 @@ def worker_topics(group: str) -> list[str]:
 
 
 def wait_for_group(settings: Settings, group: str, topic_names: list[str], *, timeout_s: float,
-                   on_lag: Callable[[int], None] | None = None) -> None:
+                   on_lag: Callable[[int], None] | None = None,
+                   still_running: Callable[[], None] | None = None) -> None:
     """Wait until the group has no lag twice in a row, two seconds apart.
 
     Twice, because a stage that feeds itself (the worker's re-keyed topics) can still be
-    writing the last batch when its inputs already read as drained.
+    writing the last batch when its inputs already read as drained. ``still_running`` is
+    called on every round and should raise when the process being waited for has died.
     """
     deadline = time.monotonic() + timeout_s
     clear = 0
     while clear < 2:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for group {group} to catch up")
+        if still_running is not None:
+            still_running()
         behind = lag(settings, group, topic_names)
         if on_lag is not None and behind is not None:
             on_lag(behind)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kafka import KafkaProducer
-from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
+from tqdm import tqdm  # tqdm ships no type information
 
 import schemas
 from hubstream import kafka, topics

@@ -64,6 +64,9 @@ APP_ID = (
     os.environ.get("HUBSTREAM_WORKER_ID") or os.environ.get("HUBSTREAM_TOPIC_PREFIX", "") + "hubstream-worker"
 )
 
+# faust makes only the last level of its data directory.
+(settings.home / "worker").mkdir(parents=True, exist_ok=True)
+
 app = faust.App(
     APP_ID,
     broker=f"kafka://{settings.bootstrap_servers}",

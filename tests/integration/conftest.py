@@ -21,8 +21,15 @@ def _answers(port: int) -> bool:
 @pytest.fixture(scope="session")
 def stack() -> Settings:
     settings = Settings()
-    down = [name for name, port in (("Kafka", settings.kafka_port), ("PostgreSQL", settings.pg_port),
-                                    ("schema registry", settings.registry_port)) if not _answers(port)]
+    down = [
+        name
+        for name, port in (
+            ("Kafka", settings.kafka_port),
+            ("PostgreSQL", settings.pg_port),
+            ("schema registry", settings.registry_port),
+        )
+        if not _answers(port)
+    ]
     if down:
         pytest.fail(f"{', '.join(down)} not answering: start the local stack with `make up`", pytrace=False)
     return settings

@@ -10,10 +10,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from hubstream import kafka, topics
+from hubstream.progress import wait_until
 from hubstream.serde import serde_for
 from hubstream.settings import PROJECT_ROOT
 from tests.support.events import alert
-from hubstream.progress import wait_until
 from tests.support.stack import Namespace
 
 ALERTS = 20_000
@@ -50,12 +50,16 @@ def assert_exactly_once(ns: Namespace) -> None:
     # Every row was written in exactly one committed transaction: one write record in the
     # access log and one history row per alert. A replayed batch would have logged twice.
     assert scalar(ns, "SELECT count(*) FROM audit.access_log WHERE action = 'write'") == ALERTS
-    assert scalar(ns, "SELECT count(DISTINCT record_ref) FROM audit.access_log WHERE action = 'write'") == ALERTS
+    assert (
+        scalar(ns, "SELECT count(DISTINCT record_ref) FROM audit.access_log WHERE action = 'write'") == ALERTS
+    )
     assert scalar(ns, "SELECT count(*) FROM hub.alert_flag_history") == ALERTS
     assert scalar(ns, "SELECT sum(next_offset) FROM hub.consumer_offsets") == ALERTS
 
 
-def test_consumer_killed_mid_batch_then_restarted_leaves_exactly_the_rows_of_a_clean_run(ns: Namespace) -> None:
+def test_consumer_killed_mid_batch_then_restarted_leaves_exactly_the_rows_of_a_clean_run(
+    ns: Namespace,
+) -> None:
     publish_alerts(ns, ALERTS)
     for kill_after in (1_000, 7_000, 13_000):
         consumer = start_consumer(ns)
@@ -70,8 +74,17 @@ def test_consumer_killed_mid_batch_then_restarted_leaves_exactly_the_rows_of_a_c
 
 
 def stack(command: str, part: str) -> None:
-    subprocess.run([sys.executable.replace("venv/bin/python", "venv/bin/python"), "deploy/local/stack.py", command, part],
-                   cwd=PROJECT_ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable.replace("venv/bin/python", "venv/bin/python"),
+            "deploy/local/stack.py",
+            command,
+            part,
+        ],
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_database_stopped_and_started_mid_stream_loses_and_duplicates_nothing(ns: Namespace) -> None:

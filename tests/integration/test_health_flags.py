@@ -26,22 +26,32 @@ def flags_after_pipeline(ns: Namespace) -> list[dict[str, object]]:
 
 def access_log(ns: Namespace, action: str) -> list[tuple[str, str, str]]:
     with ns.owner_connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT actor, purpose, record_ref FROM audit.access_log WHERE action = %s ORDER BY id", (action,))
+        cur.execute(
+            "SELECT actor, purpose, record_ref FROM audit.access_log WHERE action = %s ORDER BY id", (action,)
+        )
         return list(cur.fetchall())
 
 
 def test_case_opened_raises_flag_and_case_closed_makes_it_inactive_with_reason(ns: Namespace) -> None:
     s = ns.settings
     ns.start_worker()
-    publish_decision(s, "case_opened", child_key="pk_f", decided_by="hub-dsl-2", nhs_number=NHS, risk="medium", at=T0)
+    publish_decision(
+        s, "case_opened", child_key="pk_f", decided_by="hub-dsl-2", nhs_number=NHS, risk="medium", at=T0
+    )
     [flag] = flags_after_pipeline(ns)
     assert (flag["status"], flag["code"], str(flag["period_start"])) == ("active", "716565009", "2026-05-04")
     fhir = Flag.model_validate(to_fhir_flag(flag))
     assert fhir.status == "active"
     assert fhir.subject.identifier.value == NHS
 
-    publish_decision(s, "case_closed", child_key="pk_f", decided_by="hub-dsl-2",
-                     reason="Risk reduced; CSE plan completed at review", at=T0 + timedelta(days=40))
+    publish_decision(
+        s,
+        "case_closed",
+        child_key="pk_f",
+        decided_by="hub-dsl-2",
+        reason="Risk reduced; CSE plan completed at review",
+        at=T0 + timedelta(days=40),
+    )
     [flag] = flags_after_pipeline(ns)
     assert (flag["status"], str(flag["period_end"])) == ("inactive", "2026-06-13")
     assert flag["status_reason"] == "Risk reduced; CSE plan completed at review"
@@ -64,12 +74,20 @@ def test_health_role_cannot_read_hub_tables(ns: Namespace) -> None:
 
 
 @pytest.mark.parametrize("dsn_name", ["pg_dsn", "hub_store_dsn", "health_store_dsn"])
-@pytest.mark.parametrize("statement", ["UPDATE audit.access_log SET purpose = 'x'", "DELETE FROM audit.access_log",
-                                       "TRUNCATE audit.access_log"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit.access_log SET purpose = 'x'",
+        "DELETE FROM audit.access_log",
+        "TRUNCATE audit.access_log",
+    ],
+)
 def test_nobody_can_change_or_remove_access_log_rows(ns: Namespace, dsn_name: str, statement: str) -> None:
     with ns.owner_connection() as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO audit.access_log (actor, action, purpose, store, record_ref)"
-                    " VALUES ('t', 'read', 'test', 'health', 'r1')")
+        cur.execute(
+            "INSERT INTO audit.access_log (actor, action, purpose, store, record_ref)"
+            " VALUES ('t', 'read', 'test', 'health', 'r1')"
+        )
     conn = psycopg2.connect(getattr(ns.settings, dsn_name))
     try:
         with pytest.raises(psycopg2.Error), conn.cursor() as cur:

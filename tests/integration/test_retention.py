@@ -45,7 +45,10 @@ def test_the_store_role_cannot_delete_or_erase_a_record(ns: Namespace) -> None:
         with pytest.raises(psycopg2.errors.InsufficientPrivilege), conn.cursor() as cur:
             cur.execute("DELETE FROM hub.alert_flags WHERE alert_id = %s", (alert_id,))
         conn.rollback()
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="needs the cse_eraser role"), conn.cursor() as cur:
+        with (
+            pytest.raises(psycopg2.errors.InsufficientPrivilege, match="needs the cse_eraser role"),
+            conn.cursor() as cur,
+        ):
             cur.execute("SELECT hub.erase_alert(%s, %s)", (alert_id, "duplicate record created in error"))
     finally:
         conn.close()
@@ -56,7 +59,10 @@ def test_an_eraser_needs_a_reason(ns: Namespace) -> None:
     alert_id = stored_alert(ns)
     conn = psycopg2.connect(as_eraser(ns))
     try:
-        with pytest.raises(psycopg2.errors.InvalidParameterValue, match="needs a stated reason"), conn.cursor() as cur:
+        with (
+            pytest.raises(psycopg2.errors.InvalidParameterValue, match="needs a stated reason"),
+            conn.cursor() as cur,
+        ):
             cur.execute("SELECT hub.erase_alert(%s, %s)", (alert_id, ""))
     finally:
         conn.close()
@@ -72,5 +78,11 @@ def test_an_eraser_with_a_reason_erases_and_the_erasure_is_logged(ns: Namespace)
     finally:
         conn.close()
     assert count(ns, "SELECT count(*) FROM hub.alert_flags") == 0
-    assert count(ns, "SELECT count(*) FROM audit.access_log WHERE action = 'erase'"
-                     f" AND record_ref = '{alert_id}' AND purpose = 'created from a test feed in error'") == 1
+    assert (
+        count(
+            ns,
+            "SELECT count(*) FROM audit.access_log WHERE action = 'erase'"
+            f" AND record_ref = '{alert_id}' AND purpose = 'created from a test feed in error'",
+        )
+        == 1
+    )

@@ -12,7 +12,12 @@ from tests.support.stack import Namespace, decoded, read_topic
 def test_published_event_is_read_back_by_a_consumer_and_decoded(ns: Namespace) -> None:
     at = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
     event_id = publish_decision(
-        ns.settings, "case_opened", child_key="pk_smoke", decided_by="hub-sw-1", nhs_number="9434765919", at=at
+        ns.settings,
+        "case_opened",
+        child_key="pk_smoke",
+        decided_by="hub-sw-1",
+        nhs_number="9434765919",
+        at=at,
     )
     messages = read_topic(ns.settings, ns.topic(topics.HUB_DECISIONS))
     assert [m.key for m in messages] == [b"pk_smoke"]
@@ -26,7 +31,8 @@ def test_published_event_is_read_back_by_a_consumer_and_decoded(ns: Namespace) -
 def test_row_written_reaches_postgresql_and_reads_back(ns: Namespace) -> None:
     with ns.owner_connection() as conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO audit.access_log (actor, action, purpose, store, record_ref) VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO audit.access_log (actor, action, purpose, store, record_ref)"
+            " VALUES (%s, %s, %s, %s, %s)",
             ("smoke", "write", "smoke test", "hub", "ref-1"),
         )
     with ns.owner_connection() as conn, conn.cursor() as cur:

@@ -39,14 +39,30 @@ def county_story() -> list[tuple[str, dict[str, object]]]:
         (m, missing("pk_c", "c2", "reported_missing", T0 + 12 * DAY)),
     ]
     # pk_x, an adult of concern, with three different children -> association.
-    story += [(i, intelligence(f"x{n}", T0 + n * DAY, children=[f"pk_x{n}"], adults=["pk_x"])) for n in range(3)]
+    story += [
+        (i, intelligence(f"x{n}", T0 + n * DAY, children=[f"pk_x{n}"], adults=["pk_x"])) for n in range(3)
+    ]
     # Five reports from two agencies about two children at one hotel -> hotspot.
     story += [
-        (i, intelligence(f"h{n}", T0 + (5 + n) * DAY, children=[f"pk_h{n % 2}"], where=HOTEL,
-                         agency=("Charnwood Youth Project", "Leicestershire Police")[n % 2],
-                         agency_type=("voluntary", "police")[n % 2],
-                         grading=None if n % 2 == 0 else {"source_evaluation": "B", "intelligence_assessment": 2,
-                                                          "handling_code": "P", "handling_conditions": None}))
+        (
+            i,
+            intelligence(
+                f"h{n}",
+                T0 + (5 + n) * DAY,
+                children=[f"pk_h{n % 2}"],
+                where=HOTEL,
+                agency=("Charnwood Youth Project", "Leicestershire Police")[n % 2],
+                agency_type=("voluntary", "police")[n % 2],
+                grading=None
+                if n % 2 == 0
+                else {
+                    "source_evaluation": "B",
+                    "intelligence_assessment": 2,
+                    "handling_code": "P",
+                    "handling_conditions": None,
+                },
+            ),
+        )
         for n in range(5)
     ]
     return story
@@ -74,11 +90,13 @@ def test_worker_raises_exactly_the_alerts_the_rules_define(ns: Namespace, store:
     expected = {a.alert_id for a in reference_alerts(story)}
     assert set(ids) == expected
     kinds = Counter((a["rule"], a["subject"]) for a in alerts if a["rule"] != "hotspot")
-    assert kinds == Counter({
-        ("repeat_missing", "pk_a"): 1,
-        ("return_interview_overdue", "pk_b"): 1,
-        ("association", "adult:pk_x"): 1,
-    })
+    assert kinds == Counter(
+        {
+            ("repeat_missing", "pk_a"): 1,
+            ("return_interview_overdue", "pk_b"): 1,
+            ("association", "adult:pk_x"): 1,
+        }
+    )
     assert any(a["rule"] == "hotspot" for a in alerts)
     assert not any(a["subject"] == "pk_c" for a in alerts)
     # Police get the same alerts on their own topic.

@@ -167,4 +167,10 @@ def decoded(settings: Settings, topic: str) -> list[tuple[str, dict[str, Any]]]:
 
 def wait_for_worker(ns: Namespace, group: str, *, timeout_s: float = 120.0) -> None:
     """Wait until the worker has consumed every input and re-keyed topic, stably."""
-    wait_for_group(ns.settings, group, worker_topics(group), timeout_s=timeout_s)
+
+    def check_alive() -> None:
+        for proc in ns.processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see .local/test-logs/{ns.prefix}*")
+
+    wait_for_group(ns.settings, group, worker_topics(group), timeout_s=timeout_s, still_running=check_alive)
