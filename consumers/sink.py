@@ -26,6 +26,7 @@ import schemas
 from consumers import db
 from hubstream.metrics import (
     BATCH_SIZE,
+    CONSUMER_LAG,
     DB_ERRORS,
     DEAD_LETTERS,
     EVENT_TO_ROW_SECONDS,
@@ -106,6 +107,10 @@ class TransactionalSink:
         self.batch_size = batch_size
         self.poll_timeout_ms = poll_timeout_ms
         self.stats = SinkStats()
+        # Series exist from the start at 0, so a first error shows as an increase.
+        DB_ERRORS.labels(store=handler.store)
+        for topic in topics:
+            DEAD_LETTERS.labels(topic=topic, stage="decode")
         self._pending: set[TopicPartition] = set()
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -256,6 +261,12 @@ class TransactionalSink:
         for m in messages:
             # Kafka's record timestamp is when the message was produced: publication to row.
             EVENT_TO_ROW_SECONDS.labels(store=store).observe(max(0.0, (now_ms - m.timestamp) / 1000))
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                behind = max(0, end - self._consumer.position(tp))
+                labels = {"group": self.group_id, "topic": tp.topic, "partition": str(tp.partition)}
+                CONSUMER_LAG.labels(**labels).set(behind)
 
     def _database_failed(self, exc: Exception) -> None:
         DB_ERRORS.labels(store=self.handler.store).inc()

@@ -168,6 +168,7 @@ def dead_letter(event: EventT[Any], reason: str, field: str | None, stage: str) 
         key=event.key, value=event.value, reason=reason, field=field, stage=stage,
     )
     dead_letters_topic.send_soon(key=event.key, value=data)
+    EVENTS_OUT.labels(topic=catalogue.DEAD_LETTERS.name).inc()
     DEAD_LETTERS.labels(topic=message.topic, stage=stage).inc()
     log.warning(
         "dead letter %s[%s]@%s (%s): %s", message.topic, message.partition, message.offset, stage, reason
@@ -209,6 +210,10 @@ def prepare() -> None:
         (catalogue.DEAD_LETTERS.name, "DeadLetter"),
     ):
         serde.schema_id(topic, schema)
+    for source in (missing_topic, intelligence_topic, decisions_topic, hotspot_topic, association_topic):
+        for name in source.topics:
+            for stage in ("decode", "process"):
+                DEAD_LETTERS.labels(topic=name, stage=stage)  # at 0 from the start, so a first one shows
     for topic, schema in (
         (catalogue.MISSING_EPISODES.name, "MissingEpisodeEvent"),
         (catalogue.POLICE_INTELLIGENCE.name, "IntelligenceReport"),

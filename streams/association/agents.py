@@ -8,6 +8,7 @@ from typing import Any
 import faust
 
 from hubstream import topics as catalogue
+from hubstream.metrics import EVENTS_OUT
 from streams import rules, translate
 from streams.app import app, association_topic, dead_letter, rule_config, send_alerts, source_of, state_table
 from streams.rules import association
@@ -20,14 +21,17 @@ merged = MergedWatermark(
 )
 
 
-async def forward_to_associations(report: rules.IntelligenceReport, source: str, watermark: datetime) -> None:
+async def forward_to_associations(
+    report: rules.IntelligenceReport, source: str, watermark: datetime, published_s: float
+) -> None:
     if not report.children:
         return
     keys = association.keys_for(report)
     if keys:
         data = translate.event_to_bytes(report, source, watermark)
         for key in keys:
-            await association_topic.send(key=key.encode(), value=data)
+            await association_topic.send(key=key.encode(), value=data, timestamp=published_s)
+        EVENTS_OUT.labels(topic=association_topic.get_topic_name()).inc(len(keys))
 
 
 @app.agent(association_topic)

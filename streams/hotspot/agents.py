@@ -8,6 +8,7 @@ from typing import Any
 import faust
 
 from hubstream import topics as catalogue
+from hubstream.metrics import EVENTS_OUT
 from streams import rules, translate
 from streams.app import app, dead_letter, hotspot_topic, rule_config, send_alerts, source_of, state_table
 from streams.rules import hotspot
@@ -23,7 +24,9 @@ merged = MergedWatermark(
 )
 
 
-async def forward_to_hotspots(event: rules.RuleEvent, source: str, watermark: datetime) -> None:
+async def forward_to_hotspots(
+    event: rules.RuleEvent, source: str, watermark: datetime, published_s: float
+) -> None:
     area = getattr(event, "area", None)
     if area is None:
         return
@@ -31,7 +34,8 @@ async def forward_to_hotspots(event: rules.RuleEvent, source: str, watermark: da
     if keys:
         data = translate.event_to_bytes(event, source, watermark)
         for key in keys:
-            await hotspot_topic.send(key=key.encode(), value=data)
+            await hotspot_topic.send(key=key.encode(), value=data, timestamp=published_s)
+        EVENTS_OUT.labels(topic=hotspot_topic.get_topic_name()).inc(len(keys))
 
 
 @app.agent(hotspot_topic)

@@ -24,5 +24,5 @@ async def intelligence(stream: faust.StreamT[Any]) -> None:
             dead_letter(event, str(exc), None, "process")
             continue
         watermark = observe(event, report.occurred_at)
-        await forward_to_hotspots(report, source_of(event), watermark)
-        await forward_to_associations(report, source_of(event), watermark)
+        await forward_to_hotspots(report, source_of(event), watermark, event.message.timestamp)
+        await forward_to_associations(report, source_of(event), watermark, event.message.timestamp)

@@ -113,4 +113,4 @@ async def missing_episodes(stream: faust.StreamT[Any]) -> None:
             continue
         await send_alerts(alerts, event)
         if rule_event is not None:
-            await forward_to_hotspots(rule_event, source_of(event), watermark)
+            await forward_to_hotspots(rule_event, source_of(event), watermark, event.message.timestamp)
