@@ -19,6 +19,7 @@ from tqdm import tqdm  # tqdm ships no type information
 import schemas
 from hubstream import kafka, topics
 from hubstream.deadletter import DeadLetters
+from hubstream.protect import encrypt_narrative, pseudonym
 from hubstream.serde import Serde, serde_for
 from hubstream.settings import Settings
 from schemas.jsonl import EVENT_KEY, SCHEMA_KEY
@@ -48,11 +49,20 @@ def topic_for(schema: str, record: dict[str, Any]) -> topics.Topic:
 
 
 def key_for(schema: str, record: dict[str, Any]) -> bytes:
+    """The record key: a keyed hash of the child (so one child's events stay in order on one
+    partition) that shows no identifier on the broker, in logs or to partition tooling."""
     if schema == "IntelligenceReport":
         children: list[str] = [p["person_key"] for p in record["persons"] if p["role"] == "child_at_risk"]
         key: str = children[0] if children else record["event_id"]
-        return key.encode()
-    return str(record["person_key"]).encode()
+        return pseudonym(key).encode()
+    return pseudonym(str(record["person_key"])).encode()
+
+
+def protect_fields(schema: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Encrypt what must be unreadable on broker disks: the intelligence narrative."""
+    if schema == "IntelligenceReport":
+        return {**record, "narrative": encrypt_narrative(record["narrative"])}
+    return record
 
 
 class Publisher:
@@ -77,7 +87,7 @@ class Publisher:
                 f"reports of this agency type go to {routed}, not {topic}",
             )
         target = topic or routed
-        value = self.serde.encode(target, schema, record)
+        value = self.serde.encode(target, schema, protect_fields(schema, record))
         future = self.producer.send(target, key=key_for(schema, record), value=value)
         future.add_errback(lambda exc: self.delivery_failures.append(f"{ref or record['event_id']}: {exc}"))
         return target

@@ -23,6 +23,7 @@ import schemas
 from hubstream import topics as catalogue
 from hubstream.deadletter import encode_dead_letter
 from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENT_TO_ALERT_SECONDS, EVENTS_IN, EVENTS_OUT
+from hubstream.protect import pseudonym
 from hubstream.serde import serde_for
 from hubstream.settings import load
 from streams import rules, translate
@@ -182,7 +183,7 @@ async def send_alerts(alerts: list[rules.Alert], trigger: EventT[Any] | None = N
     published_ms = trigger.message.timestamp * 1000 if trigger is not None else None
     for alert in alerts:
         data = serde.encode(catalogue.ALERTS.name, "Alert", translate.alert_record(alert, now))
-        key = alert.subject.encode()
+        key = pseudonym(alert.subject).encode()  # the subject is in the value, for the hub
         await alerts_topic.send(key=key, value=data)
         await police_alerts_topic.send(key=key, value=data)
         ALERTS_RAISED.labels(rule=alert.rule, area=alert.area).inc()

@@ -9,6 +9,7 @@ import faust
 
 from hubstream import topics as catalogue
 from hubstream.metrics import EVENTS_OUT
+from hubstream.protect import pseudonym
 from streams import rules, translate
 from streams.app import app, association_topic, dead_letter, rule_config, send_alerts, source_of, state_table
 from streams.rules import association
@@ -30,8 +31,17 @@ async def forward_to_associations(
     if keys:
         data = translate.event_to_bytes(report, source, watermark)
         for key in keys:
-            await association_topic.send(key=key.encode(), value=data, timestamp=published_s)
+            # Keyed by a keyed hash of the entity: no VRM, phone or person key on the broker.
+            await association_topic.send(key=pseudonym(key).encode(), value=data, timestamp=published_s)
         EVENTS_OUT.labels(topic=association_topic.get_topic_name()).inc(len(keys))
+
+
+def _entity_for(report: rules.IntelligenceReport, table_key: str) -> str:
+    """The entity (``kind:key``) of the report whose keyed hash the message was keyed by."""
+    for ref in association.keys_for(report):
+        if pseudonym(ref) == table_key:
+            return ref
+    raise rules.MisroutedEventError(f"report {report.event_id!r} names no entity with key {table_key}")
 
 
 @app.agent(association_topic)
@@ -39,18 +49,19 @@ async def associations(stream: faust.StreamT[Any]) -> None:
     async for event in stream.events():
         try:
             report, source, source_mark = translate.event_from_bytes(event.value)
-            entity = event.key.decode()
+            table_key = event.key.decode()
             if not isinstance(report, rules.IntelligenceReport):  # only reports are forwarded here
                 raise rules.MisroutedEventError(
-                    f"{type(report).__name__} {report.event_id!r} on entity {entity}"
+                    f"{type(report).__name__} {report.event_id!r} on entity key {table_key}"
                 )
+            entity = _entity_for(report, table_key)
             settings = rule_config.association.for_area(report.area)
-            state = states.get(entity) or association.initial(entity)
+            state = states.get(table_key) or association.initial(entity)
             state, alerts = association.apply(state, report, settings)
             watermark = merged.observe(source_of(event), source, source_mark)
             if watermark is not None:
                 state, _ = association.advance(state, watermark, settings)
-            states[entity] = state
+            states[table_key] = state
         except rules.RuleInputError as exc:
             dead_letter(event, str(exc), None, "process")
             continue

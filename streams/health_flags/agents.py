@@ -10,6 +10,7 @@ import faust
 import schemas
 from hubstream import topics as catalogue
 from hubstream.metrics import EVENTS_OUT
+from hubstream.protect import pseudonym
 from streams.app import app, dead_letter, decisions_topic, decode, health_flags_topic, serde, state_table
 from streams.rules import health_flag
 
@@ -23,9 +24,9 @@ async def hub_decisions(stream: faust.StreamT[Any]) -> None:
         if record is None:
             continue
         child = record["person_key"]
-        state = states.get(child) or health_flag.FlagState()
+        state = states.get(pseudonym(child)) or health_flag.FlagState()
         state, flags = health_flag.apply(state, record)
-        states[child] = state
+        states[pseudonym(child)] = state
         for flag in flags:
             flag["reported_at"] = datetime.now(UTC)
             try:

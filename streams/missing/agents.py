@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from hubstream.protect import pseudonym
 from streams import rules, translate
 from streams.app import (
     app,
@@ -62,12 +63,12 @@ def _interview_step(
     child: str, area: str, event: rules.RuleEvent | None, watermark: datetime, partition_key: str
 ) -> list[rules.Alert]:
     settings = rule_config.return_interview.for_area(area)
-    state = interview_states.get(child) or return_interview.initial(child)
+    state = interview_states.get(pseudonym(child)) or return_interview.initial(child)
     alerts: list[rules.Alert] = []
     if event is not None:
         state, alerts = return_interview.apply(state, event, settings)
     state, more = return_interview.advance(state, watermark, settings)
-    interview_states[child] = state
+    interview_states[pseudonym(child)] = state
     _track(partition_key, child, _next_deadline(state, settings))
     return alerts + more
 
@@ -97,10 +98,10 @@ async def missing_episodes(stream: faust.StreamT[Any]) -> None:
             _areas[child] = record["area"]
             if isinstance(rule_event, rules.MissingReported):
                 settings = rule_config.repeat_missing.for_area(rule_event.area)
-                state = repeat_states.get(child) or repeat_missing.initial(child)
+                state = repeat_states.get(pseudonym(child)) or repeat_missing.initial(child)
                 state, alerts = repeat_missing.apply(state, rule_event, settings)
                 state, _ = repeat_missing.advance(state, watermark, settings)
-                repeat_states[child] = state
+                repeat_states[pseudonym(child)] = state
             elif isinstance(rule_event, (rules.ChildReturned, rules.ReturnInterview)):
                 alerts = _interview_step(child, record["area"], rule_event, watermark, partition_key)
             # Deadlines this event's time has passed, the current child's included (advance is idempotent).

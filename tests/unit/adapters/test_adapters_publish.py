@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import schemas
 from hubstream import topics
+from hubstream.protect import pseudonym
 from hubstream.settings import Settings
 from producers.publish import MAX_PROBLEMS_SHOWN, _unwrap, key_for, publish_lines, topic_for
 from tests.support import events
@@ -62,18 +63,20 @@ def test_alerts_are_not_published_by_agencies() -> None:
 def test_intelligence_is_keyed_by_the_first_child_at_risk_it_names() -> None:
     record = report(["pk_b", "pk_a"], adults=["pk_adult"])
     record["persons"].insert(0, record["persons"].pop())  # an adult named before the children
-    assert key_for("IntelligenceReport", record) == b"pk_b"
+    assert key_for("IntelligenceReport", record) == pseudonym("pk_b").encode()
 
 
 def test_intelligence_naming_no_child_is_keyed_by_its_event_id() -> None:
     record = report([], adults=["pk_adult"])
-    assert key_for("IntelligenceReport", record) == record["event_id"].encode()
+    assert key_for("IntelligenceReport", record) == pseudonym(record["event_id"]).encode()
 
 
 def test_missing_episodes_and_decisions_are_keyed_by_the_child() -> None:
     missing = schemas.from_json("MissingEpisodeEvent", episode_event("pk_child_9"))
     decision = schemas.from_json("HubDecision", events.decision("pk_child_9", "case_closed", T0))
-    assert key_for("MissingEpisodeEvent", missing) == key_for("HubDecision", decision) == b"pk_child_9"
+    expected = pseudonym("pk_child_9").encode()
+    assert key_for("MissingEpisodeEvent", missing) == key_for("HubDecision", decision) == expected
+    assert b"pk_child_9" not in key_for("HubDecision", decision)
 
 
 # -- unwrapping lines ---------------------------------------------------------------------------
@@ -188,8 +191,8 @@ def test_good_lines_are_forwarded_in_order_to_the_kinds_topic() -> None:
     result, pub = publish("missing-episode", lines)
     assert (result.published, result.rejected, result.problems) == (2, 0, [])
     assert [(s.topic, s.key, s.ref) for s in pub.sent] == [
-        (topics.MISSING_EPISODES.name, b"pk_a", "line 1"),
-        (topics.MISSING_EPISODES.name, b"pk_b", "line 2"),
+        (topics.MISSING_EPISODES.name, pseudonym("pk_a").encode(), "line 1"),
+        (topics.MISSING_EPISODES.name, pseudonym("pk_b").encode(), "line 2"),
     ]
     assert pub.dead_letters.sent == []
     assert pub.flushes == 1
@@ -204,7 +207,7 @@ def test_a_bad_line_is_counted_and_its_problem_names_line_field_and_value() -> N
     [problem] = result.problems
     assert problem.startswith("line 2: nhs_number:")
     assert "'123'" in problem
-    assert [s.key for s in pub.sent] == [b"pk_a", b"pk_c"]
+    assert [s.key for s in pub.sent] == [pseudonym("pk_a").encode(), pseudonym("pk_c").encode()]
 
 
 def test_a_bad_line_goes_to_the_dead_letter_topic_with_the_reason_and_field() -> None:
@@ -241,9 +244,9 @@ def test_mixed_lines_are_routed_per_event() -> None:
     result, pub = publish("mixed", lines)
     assert result.published == 3
     assert [(s.topic, s.key) for s in pub.sent] == [
-        (topics.MISSING_EPISODES.name, b"pk_a"),
-        (topics.POLICE_INTELLIGENCE.name, b"pk_b"),
-        (topics.HUB_DECISIONS.name, b"pk_c"),
+        (topics.MISSING_EPISODES.name, pseudonym("pk_a").encode()),
+        (topics.POLICE_INTELLIGENCE.name, pseudonym("pk_b").encode()),
+        (topics.HUB_DECISIONS.name, pseudonym("pk_c").encode()),
     ]
 
 
