@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from consumers import db
@@ -38,11 +39,11 @@ def build_sink(
     return TransactionalSink(
         handler=make_handler(),
         dsn=settings.hub_store_dsn if store == "hub" else settings.health_store_dsn,
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=group_id or f"hubstream-{store}-store",
+        connection=kafka.connection(settings, f"{store}-consumer"),
+        group_id=group_id or f"{os.environ.get('HUBSTREAM_TOPIC_PREFIX', '')}hubstream-{store}-store",
         topics={t.name: (t.schema,) for t in sources},
         decode=serde.decode,
-        dead_letters=DeadLetters(kafka.producer(settings), serde),
+        dead_letters=DeadLetters(kafka.producer(settings, f"{store}-consumer"), serde),
         batch_size=batch_size,
     )
 

@@ -88,7 +88,7 @@ class TransactionalSink:
         *,
         handler: Handler,
         dsn: str,
-        bootstrap_servers: str,
+        connection: dict[str, Any],
         group_id: str,
         topics: dict[str, tuple[str, ...]],
         decode: Callable[[bytes], tuple[str, dict[str, Any]]],
@@ -113,7 +113,7 @@ class TransactionalSink:
             DEAD_LETTERS.labels(topic=topic, stage="decode")
         self._pending: set[TopicPartition] = set()
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            **connection,
             group_id=group_id,
             # Static membership: a consumer restarted after a crash takes its partitions straight
             # back instead of waiting out the dead member's session.

@@ -73,7 +73,14 @@ def topics_list() -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
-def publish(event_kind: str, path: Path | None, topic: str | None, progress: bool | None) -> None:
+@click.option(
+    "--as", "principal", default=None,
+    help="Kafka principal to publish as (police, partner-<agency>, hub). Default: each event as its own"
+    " agency's principal, for simulations run with every agency's credentials.",
+)
+def publish(
+    event_kind: str, path: Path | None, topic: str | None, progress: bool | None, principal: str | None
+) -> None:
     """Validate and publish events of EVENT_KIND from JSON lines.
 
     EVENT_KIND is one of: police-intelligence, partner-intelligence, missing-episode, hub-decision,
@@ -85,7 +92,9 @@ def publish(event_kind: str, path: Path | None, topic: str | None, progress: boo
 
     stream: TextIO = path.open(encoding="utf-8") if path else sys.stdin
     with stream:
-        result = publish_lines(_settings(), event_kind, stream, topic=topic, progress=progress)
+        result = publish_lines(
+            _settings(), event_kind, stream, topic=topic, progress=progress, principal=principal
+        )
     for problem in result.problems:
         click.echo(problem, err=True)
     click.echo(f"published {result.published}, rejected {result.rejected} (sent to dead letters)")

@@ -20,9 +20,9 @@ from typing import Any
 
 import click
 import psycopg2
-from kafka import KafkaAdminClient
 from tqdm import tqdm  # tqdm ships no type information
 
+from hubstream import kafka
 from hubstream.kafka import create_topics
 from hubstream.progress import wait_for_group, worker_topics
 from hubstream.settings import Settings
@@ -51,7 +51,7 @@ def _demo_env(settings: Settings) -> dict[str, str]:
 
 
 def _reset(settings: Settings, admin_dsn: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = kafka.admin(settings)
     try:
         old = [t for t in admin.list_topics() if t.startswith(PREFIX)]
         if old:

@@ -10,17 +10,43 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from hubstream import topics
+from hubstream import kafka_security, topics
 from hubstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+def connection(settings: Settings, principal: str) -> dict[str, Any]:
+    """kafka-python connection settings for ``principal``: the SASL_SSL listener with its own
+    credentials, or the plaintext development listener when HUBSTREAM_KAFKA_SECURITY=plaintext."""
+    if settings.kafka_security == "plaintext":
+        return {"bootstrap_servers": settings.bootstrap_servers}
+    return kafka_security.client_config(principal, settings)
+
+
+def faust_broker(settings: Settings, principal: str) -> dict[str, Any]:
+    """faust App settings (broker URL and credentials) for ``principal``."""
+    if settings.kafka_security == "plaintext":
+        return {"broker": f"kafka://{settings.bootstrap_servers}"}
+    return {
+        "broker": kafka_security.faust_broker_url(settings),
+        "broker_credentials": kafka_security.faust_broker_credentials(principal, settings),
+    }
+
+
+def admin(settings: Settings, principal: str = "admin") -> KafkaAdminClient:
+    return KafkaAdminClient(client_id="hubstream-admin", **connection(settings, principal))
+
+
+def consumer(settings: Settings, principal: str = "admin", **config: Any) -> KafkaConsumer:
+    return KafkaConsumer(**connection(settings, principal), **config)
+
+
+def producer(settings: Settings, principal: str, **overrides: Any) -> KafkaProducer:
     """A producer with kafka-python 3 defaults kept: idempotence on, acks=all."""
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "client_id": "hubstream",
+        **connection(settings, principal),
+        "client_id": f"hubstream-{principal}",
         "linger_ms": 5,
         "batch_size": 256 * 1024,
         "compression_type": None,
@@ -37,32 +63,34 @@ def create_topics(settings: Settings) -> list[str]:
 TopicSpec = tuple[str, int, dict[str, str]]
 
 
-def ensure_topics(settings: Settings, specs: list[TopicSpec], *, wait_s: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings, specs: list[TopicSpec], *, wait_s: float = 30.0, principal: str = "admin"
+) -> list[str]:
     """Create the (name, partitions, config) topics that do not exist yet, and wait until the
     broker's metadata lists every one with its partitions; return the names created."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="hubstream-admin")
+    client = admin(settings, principal)
     try:
-        existing = set(admin.list_topics())
+        existing = set(client.list_topics())
         missing = [spec for spec in specs if spec[0] not in existing]
         if missing:
             try:
-                admin.create_topics(
+                client.create_topics(
                     [NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=config)
                      for name, n, config in missing]
                 )
             except TopicAlreadyExistsError:
                 log.info("topics created concurrently by another process")
     finally:
-        admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="hubstream-admin")
+        client.close()
+    metadata = consumer(settings, principal, client_id="hubstream-admin")
     try:
         deadline = time.monotonic() + wait_s
         for name, partitions, _ in specs:
-            while len(consumer.partitions_for_topic(name) or ()) < partitions:
+            while len(metadata.partitions_for_topic(name) or ()) < partitions:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"topic {name} did not show {partitions} partitions within {wait_s}s")
                 time.sleep(0.2)
-                consumer.topics()  # refresh the metadata
+                metadata.topics()  # refresh the metadata
     finally:
-        consumer.close()
+        metadata.close()
     return [name for name, _, _ in missing]

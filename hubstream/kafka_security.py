@@ -129,7 +129,9 @@ def load_acl_file(path: Path = ACL_FILE) -> AclFile:
     catalogued = {t.base_name for t in topics.ALL}
     supers = doc.get("super_users")
     if not isinstance(supers, dict) or "admin" not in supers:
-        raise SecurityConfigError(f"{path}: super_users must be an object naming at least admin, got {supers!r}")
+        raise SecurityConfigError(
+            f"{path}: super_users must be an object naming at least admin, got {supers!r}"
+        )
     seen: set[str] = set(supers)
     roles: list[Role] = []
     for index, raw in enumerate(doc.get("roles", [])):
@@ -137,7 +139,9 @@ def load_acl_file(path: Path = ACL_FILE) -> AclFile:
         name = raw.get("role")
         principals = raw.get("principals")
         if not isinstance(name, str) or not isinstance(principals, list) or not principals:
-            raise SecurityConfigError(f"{where}: needs a role name and a non-empty principals list, got {raw!r}")
+            raise SecurityConfigError(
+                f"{where}: needs a role name and a non-empty principals list, got {raw!r}"
+            )
         for principal in principals:
             if principal in seen:
                 raise SecurityConfigError(f"{where}: principal {principal!r} is declared twice")
@@ -146,7 +150,9 @@ def load_acl_file(path: Path = ACL_FILE) -> AclFile:
         for entry in raw.get("allow", []):
             resource = entry.get("resource")
             if resource not in _RESOURCES:
-                raise SecurityConfigError(f"{where}: resource must be one of {sorted(_RESOURCES)}, got {resource!r}")
+                raise SecurityConfigError(
+                    f"{where}: resource must be one of {sorted(_RESOURCES)}, got {resource!r}"
+                )
             pattern = entry.get("pattern", "literal")
             if pattern not in _PATTERNS:
                 raise SecurityConfigError(f"{where}: pattern must be literal or prefixed, got {pattern!r}")
@@ -161,7 +167,8 @@ def load_acl_file(path: Path = ACL_FILE) -> AclFile:
             for operation in entry.get("operations", []):
                 if operation not in _OPERATIONS[resource]:
                     raise SecurityConfigError(
-                        f"{where}: operation {operation!r} on a {resource}; allowed: {sorted(_OPERATIONS[resource])}"
+                        f"{where}: operation {operation!r} on a {resource}; "
+                        f"allowed: {sorted(_OPERATIONS[resource])}"
                     )
                 grants.extend(Grant(name, p, resource, resource_name, pattern, operation) for p in principals)
         roles.append(Role(name, str(raw.get("about", "")), tuple(principals), tuple(grants)))
@@ -193,7 +200,9 @@ def _acls_on(admin: KafkaAdminClient, pattern: ResourcePattern) -> list[ACL]:
         host=None,
         operation=ACLOperation.ANY,
         permission_type=ACLPermissionType.ANY,
-        resource_pattern=ResourcePatternFilter(pattern.resource_type, pattern.resource_name, pattern.pattern_type),
+        resource_pattern=ResourcePatternFilter(
+            pattern.resource_type, pattern.resource_name, pattern.pattern_type
+        ),
     )
     found, _error = admin.describe_acls(acl_filter)  # raises on error
     return list(found)
@@ -246,7 +255,9 @@ def remove_acls(admin_client: KafkaAdminClient, prefix: str, path: Path = ACL_FI
     """
     if not prefix:
         raise SecurityConfigError("remove_acls needs a non-empty prefix: it is for test namespaces")
-    mine = [a for a in declared_acls(prefix, path) if a.resource_pattern.resource_type != ResourceType.CLUSTER]
+    mine = [
+        a for a in declared_acls(prefix, path) if a.resource_pattern.resource_type != ResourceType.CLUSTER
+    ]
     return _delete(admin_client, mine)
 
 
@@ -272,7 +283,10 @@ def secrets_dir(settings: Settings | None = None) -> Path:
 
 
 def secure_bootstrap_servers(settings: Settings | None = None) -> str:
-    """The SASL_SSL listener: HUBSTREAM_SECURE_BOOTSTRAP_SERVERS, else 127.0.0.1:HUBSTREAM_KAFKA_SECURE_PORT."""
+    """The SASL_SSL listener's address.
+
+    HUBSTREAM_SECURE_BOOTSTRAP_SERVERS, else 127.0.0.1:HUBSTREAM_KAFKA_SECURE_PORT (19094).
+    """
     explicit = os.environ.get("HUBSTREAM_SECURE_BOOTSTRAP_SERVERS")
     if explicit:
         return explicit
@@ -280,7 +294,9 @@ def secure_bootstrap_servers(settings: Settings | None = None) -> str:
     try:
         port = int(raw) if raw else DEFAULT_SECURE_PORT
     except ValueError:
-        raise SecurityConfigError(f"setting HUBSTREAM_KAFKA_SECURE_PORT must be a whole number, got {raw!r}") from None
+        raise SecurityConfigError(
+            f"setting HUBSTREAM_KAFKA_SECURE_PORT must be a whole number, got {raw!r}"
+        ) from None
     return f"127.0.0.1:{port}"
 
 
@@ -298,7 +314,9 @@ def password_for(principal: str, settings: Settings | None = None) -> str:
 def ca_file(settings: Settings | None = None) -> Path:
     path = secrets_dir(settings) / CA_FILE
     if not path.is_file():
-        raise SecurityConfigError(f"CA certificate {path} not found (start the stack, or set HUBSTREAM_SECRETS_DIR)")
+        raise SecurityConfigError(
+            f"CA certificate {path} not found (start the stack, or set HUBSTREAM_SECRETS_DIR)"
+        )
     return path
 
 
@@ -333,7 +351,7 @@ def faust_broker_credentials(principal: str, settings: Settings | None = None) -
     Pass with ``broker=faust_broker_url()``. faust is imported here so that producers and
     consumers, which never use it, do not pay for importing it.
     """
-    import faust  # noqa: PLC0415
+    import faust
 
     return faust.SASLCredentials(
         username=principal,
@@ -347,7 +365,9 @@ def faust_broker_credentials(principal: str, settings: Settings | None = None) -
 # Commands
 
 
-def apply_from_file(path: Path = ACL_FILE, prefix: str | None = None, settings: Settings | None = None) -> list[ACL]:
+def apply_from_file(
+    path: Path = ACL_FILE, prefix: str | None = None, settings: Settings | None = None
+) -> list[ACL]:
     """Apply the ACL file as admin over the secure listener (prefix: HUBSTREAM_TOPIC_PREFIX)."""
     chosen = os.environ.get("HUBSTREAM_TOPIC_PREFIX", "") if prefix is None else prefix
     admin = KafkaAdminClient(client_id="hubstream-acls", **client_config("admin", settings))
@@ -375,17 +395,25 @@ def markdown_table(path: Path = ACL_FILE) -> str:
             rows.setdefault(key, []).append(grant.operation)
         cells = []
         for (resource, name, pattern), operations in rows.items():
-            target = "cluster" if resource == "cluster" else f"{resource} `{name}{'*' if pattern == 'prefixed' else ''}`"
+            target = (
+                "cluster"
+                if resource == "cluster"
+                else f"{resource} `{name}{'*' if pattern == 'prefixed' else ''}`"
+            )
             cells.append(f"{target}: {', '.join(operations)}")
         who = ", ".join(f"`{p}`" for p in role.principals)
         lines.append(f"| {who} | {role.about} | {'<br>'.join(cells)} |")
     return "\n".join(lines)
 
 
+def _star(acl: ACL) -> str:
+    return "*" if acl.resource_pattern.pattern_type == ACLResourcePatternType.PREFIXED else ""
+
+
 def _describe(acls: Iterable[ACL]) -> str:
     return "\n".join(
         f"  {a.principal:<32} {a.operation.name:<17} {a.resource_pattern.resource_type.name.lower():<8} "
-        f"{a.resource_pattern.resource_name}{'*' if a.resource_pattern.pattern_type == ACLResourcePatternType.PREFIXED else ''}"
+        f"{a.resource_pattern.resource_name}{_star(a)}"
         for a in acls
     )
 
@@ -393,7 +421,8 @@ def _describe(acls: Iterable[ACL]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hubstream.kafka_security",
-        description="Kafka ACLs from deploy/local/kafka/acls.json, applied as admin over the secure listener.",
+        description="Kafka ACLs from deploy/local/kafka/acls.json, "
+        "applied as admin over the secure listener.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     apply = commands.add_parser(
@@ -402,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Create the declared ACLs and delete any other ACL on the same resources, "
         "for one topic prefix (default HUBSTREAM_TOPIC_PREFIX, usually empty).",
     )
-    apply.add_argument("--prefix", default=None, help="topic/group name prefix (default: HUBSTREAM_TOPIC_PREFIX)")
+    apply.add_argument(
+        "--prefix", default=None, help="topic/group name prefix (default: HUBSTREAM_TOPIC_PREFIX)"
+    )
     apply.add_argument("--file", type=Path, default=ACL_FILE, help=f"ACL file (default {ACL_FILE})")
     show = commands.add_parser("show", help="print the ACLs the file declares, without connecting")
     show.add_argument("--prefix", default="", help="topic/group name prefix")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
-from hubstream import topics
+from hubstream import kafka, topics
 from hubstream.settings import Settings
 
 WORKER_INPUTS = (
@@ -26,8 +26,8 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float, what: str, ev
 
 def lag(settings: Settings, group: str, topic_names: list[str]) -> int | None:
     """Messages the group has not committed yet on these topics; None if one is not there yet."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    admin = kafka.admin(settings)
+    consumer = kafka.consumer(settings)
     try:
         committed = admin.list_group_offsets(group).get(group, {})
         wanted: list[TopicPartition] = []

@@ -43,7 +43,17 @@ class Settings:
     authority_phone: str = field(default_factory=lambda: _env("HUBSTREAM_AUTHORITY_PHONE", "0116 496 0000"))
 
     @property
+    def kafka_security(self) -> str:
+        """sasl_ssl (default: SCRAM-SHA-512 over TLS, each process as its own principal) or
+        plaintext (development only, and only while the stack runs with HUBSTREAM_KAFKA_PLAINTEXT=1)."""
+        value = _env("HUBSTREAM_KAFKA_SECURITY", "sasl_ssl")
+        if value not in ("sasl_ssl", "plaintext"):
+            raise ValueError(f"setting HUBSTREAM_KAFKA_SECURITY must be sasl_ssl or plaintext, got {value!r}")
+        return value
+
+    @property
     def bootstrap_servers(self) -> str:
+        """The plaintext listener's address (development); secure clients use kafka_security's."""
         return _env("HUBSTREAM_BOOTSTRAP_SERVERS", f"127.0.0.1:{self.kafka_port}")
 
     @property

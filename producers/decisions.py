@@ -46,6 +46,6 @@ def publish_decision(
         publisher.publish("HubDecision", record)
         publisher.flush()
     else:
-        with Publisher(settings) as own:
+        with Publisher(settings, principal="hub") as own:
             own.publish("HubDecision", record)
     return str(record["event_id"])

@@ -65,16 +65,46 @@ def protect_fields(schema: str, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def principal_for(schema: str, record: dict[str, Any]) -> str:
+    """The Kafka principal an event is published as: its agency's own."""
+    if schema == "IntelligenceReport":
+        agency = str(record["agency_type"])
+        return "police" if agency == "police" else "partner-" + agency.replace("_", "-")
+    if schema == "HubDecision":
+        return "hub"
+    return "police"  # missing episodes: the police missing-person units
+
+
 class Publisher:
-    """Validates and sends agency events. Use as a context manager, or call close()."""
+    """Validates and sends agency events. Use as a context manager, or call close().
+
+    With ``principal`` every event goes as that one agency (a real agency's system). Without,
+    each event goes as its own agency's principal: for simulations and replays run by a process
+    that holds every agency's credentials.
+    """
 
     def __init__(
-        self, settings: Settings, *, producer: KafkaProducer | None = None, serde: Serde | None = None
+        self,
+        settings: Settings,
+        *,
+        principal: str | None = None,
+        producer: KafkaProducer | None = None,
+        serde: Serde | None = None,
     ) -> None:
-        self.producer = producer or kafka.producer(settings)
+        self.settings = settings
+        self.principal = principal
+        self._producers: dict[str, KafkaProducer] = {}
+        self._fixed = producer
         self.serde = serde or serde_for(settings)
-        self.dead_letters = DeadLetters(self.producer, self.serde)
+        self.dead_letters = DeadLetters(self._producer_for(principal or "police"), self.serde)
         self.delivery_failures: list[str] = []
+
+    def _producer_for(self, principal: str) -> KafkaProducer:
+        if self._fixed is not None:
+            return self._fixed
+        if principal not in self._producers:
+            self._producers[principal] = kafka.producer(self.settings, principal)
+        return self._producers[principal]
 
     def publish(self, schema: str, record: dict[str, Any], *, topic: str | None = None, ref: str = "") -> str:
         """Validate and send one record-form event; returns the topic it went to."""
@@ -88,7 +118,8 @@ class Publisher:
             )
         target = topic or routed
         value = self.serde.encode(target, schema, protect_fields(schema, record))
-        future = self.producer.send(target, key=key_for(schema, record), value=value)
+        producer = self._producer_for(self.principal or principal_for(schema, record))
+        future = producer.send(target, key=key_for(schema, record), value=value)
         future.add_errback(lambda exc: self.delivery_failures.append(f"{ref or record['event_id']}: {exc}"))
         return target
 
@@ -96,11 +127,16 @@ class Publisher:
         return self.publish(schema, schemas.from_json(schema, event), topic=topic, ref=ref)
 
     def flush(self) -> None:
-        self.producer.flush()
+        for producer in self._all():
+            producer.flush()
 
     def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
+        for producer in self._all():
+            producer.flush()
+            producer.close()
+
+    def _all(self) -> list[KafkaProducer]:
+        return [self._fixed] if self._fixed is not None else list(self._producers.values())
 
     def __enter__(self) -> Publisher:
         return self
@@ -162,6 +198,7 @@ def publish_lines(
     topic: str | None = None,
     progress: bool | None = None,
     publisher: LinePublisher | None = None,
+    principal: str | None = None,
 ) -> PublishResult:
     if kind not in KINDS:
         raise ValueError(f"event kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -170,7 +207,7 @@ def publish_lines(
     result = PublishResult()
     show = sys.stderr.isatty() if progress is None else progress
     own = publisher is None
-    pub: LinePublisher = publisher or Publisher(settings)
+    pub: LinePublisher = publisher or Publisher(settings, principal=principal)
     try:
         for number, line in enumerate(
             tqdm(lines, unit=" events", disable=not show, file=sys.stderr), start=1

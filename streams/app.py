@@ -22,6 +22,7 @@ from faust.types import EventT, TableT
 import schemas
 from hubstream import topics as catalogue
 from hubstream.deadletter import encode_dead_letter
+from hubstream.kafka import faust_broker
 from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENT_TO_ALERT_SECONDS, EVENTS_IN, EVENTS_OUT
 from hubstream.protect import pseudonym
 from hubstream.serde import serde_for
@@ -70,7 +71,7 @@ APP_ID = (
 
 app = faust.App(
     APP_ID,
-    broker=f"kafka://{settings.bootstrap_servers}",
+    **faust_broker(settings, "worker"),
     store=os.environ.get("HUBSTREAM_WORKER_STORE", "memory://"),
     datadir=str(settings.home / "worker" / APP_ID),
     autodiscover=False,

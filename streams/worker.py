@@ -35,6 +35,6 @@ def run_worker(argv: list[str]) -> None:
     prepare()
     # Made before faust starts, so that its first metadata already lists them: a changelog
     # created during start-up can be missing from that metadata and crash the agent.
-    ensure_topics(settings, worker_topic_specs())
+    ensure_topics(settings, worker_topic_specs(), principal="worker")
     sys.argv = ["hubstream-worker", "worker", "--loglevel", "info", *argv]
     app.main()

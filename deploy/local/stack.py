@@ -19,21 +19,27 @@ everything this script writes lives under HUBSTREAM_HOME, never in the source tr
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import importlib.util
+import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import string
 import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -99,11 +105,33 @@ def load_settings() -> ModuleType:
     return module
 
 
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"setting {name} must be a whole number, got {raw!r}") from None
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"setting {name} must be 1 or 0, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     home: Path
     kafka_port: int
     controller_port: int
+    secure_port: int
+    plaintext: bool
+    secrets_dir: Path
     pg_port: int
     registry_port: int
     timeout_s: float
@@ -111,10 +139,25 @@ class Config:
     @classmethod
     def from_settings(cls, timeout_s: float) -> Config:
         settings = load_settings().load()
+        home = Path(settings.home).resolve()
+        # Read through settings when it declares them, else straight from the environment, so
+        # the stack works whichever of the two is updated first.
+        secure_port = getattr(settings, "kafka_secure_port", None) or _env_port(
+            "HUBSTREAM_KAFKA_SECURE_PORT", 19094
+        )
+        secrets_dir = (
+            getattr(settings, "secrets_dir", None)
+            or os.environ.get("HUBSTREAM_SECRETS_DIR")
+            or (home / "secrets")
+        )
         return cls(
-            home=Path(settings.home).resolve(),
+            home=home,
             kafka_port=settings.kafka_port,
             controller_port=settings.kafka_controller_port,
+            secure_port=int(secure_port),
+            # Transition default: the PLAINTEXT listener stays until every client uses the secure one.
+            plaintext=_env_flag("HUBSTREAM_KAFKA_PLAINTEXT", True),
+            secrets_dir=Path(secrets_dir).resolve(),
             pg_port=settings.pg_port,
             registry_port=settings.registry_port,
             timeout_s=timeout_s,
@@ -301,6 +344,7 @@ def wait_until(
     timeout_s: float,
     log_file: Path,
     proc: subprocess.Popen[bytes] | None = None,
+    label: str = "ready",
 ) -> None:
     deadline = started + timeout_s
     while time.monotonic() < deadline:
@@ -308,7 +352,7 @@ def wait_until(
             print("failed", flush=True)
             raise StackError(part, f"exited with code {proc.returncode} while starting", log_file)
         if ready():
-            print(f"ready in {time.monotonic() - started:.1f}s", flush=True)
+            print(f"{label} in {time.monotonic() - started:.1f}s", flush=True)
             return
         time.sleep(0.25)
     print("timed out", flush=True)
@@ -319,17 +363,29 @@ def wait_until(
 # Kafka
 
 
-def _kafka_request(sock: socket.socket, api_key: int, version: int, body: bytes) -> bytes:
-    """One request/response on the Kafka wire protocol, header v1 (non-flexible versions)."""
+def _kafka_request(
+    sock: socket.socket, api_key: int, version: int, body: bytes, *, flexible: bool = False
+) -> bytes:
+    """One request/response on the Kafka wire protocol.
+
+    Header v1 for non-flexible versions; for flexible ones (every version of the SCRAM admin
+    APIs) request header v2 and response header v1, which add tagged fields.
+    """
     client_id = b"hubstream-stack"
     header = struct.pack(">hhih", api_key, version, 7, len(client_id)) + client_id
+    if flexible:
+        header += b"\0"  # no tagged fields
     payload = header + body
     sock.sendall(struct.pack(">i", len(payload)) + payload)
     size = struct.unpack(">i", _recv_exact(sock, 4))[0]
     response = _recv_exact(sock, size)
     if struct.unpack(">i", response[:4])[0] != 7:
         raise ValueError("correlation id mismatch")
-    return response[4:]
+    if not flexible:
+        return response[4:]
+    reader = _Reader(response, 4)
+    reader.tagged_fields()
+    return response[reader.pos :]
 
 
 def _recv_exact(sock: socket.socket, count: int) -> bytes:
@@ -342,15 +398,127 @@ def _recv_exact(sock: socket.socket, count: int) -> bytes:
     return bytes(chunks)
 
 
-def kafka_metadata_ok(port: int, timeout: float = 2.0) -> bool | None:
-    """Ask the broker for cluster metadata as a client would.
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _compact_bytes(value: bytes) -> bytes:
+    return _uvarint(len(value) + 1) + value
+
+
+class _Reader:
+    """Reads the fields of a flexible-version response in order."""
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+
+    def take(self, fmt: str) -> int:
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return int(value)
+
+    def uvarint(self) -> int:
+        shift = value = 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+
+    def compact_string(self) -> str | None:
+        length = self.uvarint() - 1
+        if length < 0:
+            return None
+        text = self.data[self.pos : self.pos + length].decode()
+        self.pos += length
+        return text
+
+    def tagged_fields(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.pos += self.uvarint()
+
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_MECHANISM_ID = 2  # ScramMechanism in the AlterUserScramCredentials protocol
+SCRAM_ITERATIONS = 8192  # Kafka accepts 4096..16384
+
+
+def scram_authenticate(sock: socket.socket, username: str, password: str) -> None:
+    """SASL SCRAM-SHA-512 (RFC 5802) on an open connection; raises PermissionError if refused."""
+    mechanism = SCRAM_MECHANISM.encode()
+    reply = _kafka_request(sock, 17, 1, struct.pack(">h", len(mechanism)) + mechanism)  # SaslHandshake
+    if struct.unpack(">h", reply[:2])[0] != 0:
+        raise PermissionError(f"broker does not offer {SCRAM_MECHANISM}")
+
+    def exchange(message: bytes) -> bytes:
+        answer = _kafka_request(sock, 36, 1, struct.pack(">i", len(message)) + message)  # SaslAuthenticate
+        error, text_len = struct.unpack(">hh", answer[:4])
+        pos = 4 + max(text_len, 0)
+        if error != 0:
+            detail = answer[4:pos].decode(errors="replace")
+            raise PermissionError(f"authentication as {username!r} refused (error {error}: {detail})")
+        (length,) = struct.unpack(">i", answer[pos : pos + 4])
+        return answer[pos + 4 : pos + 4 + length]
+
+    name = username.replace("=", "=3D").replace(",", "=2C")
+    nonce = secrets.token_urlsafe(24)
+    client_first = f"n={name},r={nonce}"
+    server_first = exchange(f"n,,{client_first}".encode()).decode()
+    fields = dict(part.split("=", 1) for part in server_first.split(","))
+    if not fields.get("r", "").startswith(nonce):
+        raise PermissionError("SCRAM server nonce does not extend ours")
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
+    client_key = hmac.digest(salted, b"Client Key", "sha512")
+    without_proof = f"c=biws,r={fields['r']}"
+    auth_message = f"{client_first},{server_first},{without_proof}".encode()
+    signature = hmac.digest(hashlib.sha512(client_key).digest(), auth_message, "sha512")
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True))).decode()
+    server_final = exchange(f"{without_proof},p={proof}".encode()).decode()
+    expected = hmac.digest(hmac.digest(salted, b"Server Key", "sha512"), auth_message, "sha512")
+    if server_final != "v=" + base64.b64encode(expected).decode():
+        raise PermissionError("SCRAM server signature does not verify: not the broker we know")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one listener: TLS context (None for plaintext) and SCRAM login (None for none)."""
+
+    port: int
+    tls: ssl.SSLContext | None = None
+    login: tuple[str, str] | None = None
+
+
+@contextlib.contextmanager
+def kafka_connection(endpoint: Endpoint, timeout: float = 2.0) -> Iterator[socket.socket]:
+    with socket.create_connection((LOOPBACK, endpoint.port), timeout=timeout) as raw:
+        sock = raw if endpoint.tls is None else endpoint.tls.wrap_socket(raw, server_hostname=LOOPBACK)
+        with sock:
+            sock.settimeout(timeout)
+            if endpoint.login is not None:
+                scram_authenticate(sock, *endpoint.login)
+            yield sock
+
+
+def kafka_metadata_ok(endpoint: Endpoint, timeout: float = 2.0) -> bool | None:
+    """Ask the broker for cluster metadata as a client would (over TLS and SCRAM if given).
 
     True: it lists at least one live broker. False: it does not (yet). None: the protocol
     versions this probe speaks (ApiVersions v0, Metadata v4..v8) are not offered.
     """
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
+        with kafka_connection(endpoint, timeout) as sock:
             body = _kafka_request(sock, 18, 0, b"")
             error, count = struct.unpack(">hi", body[:6])
             if error != 0:
@@ -367,8 +535,294 @@ def kafka_metadata_ok(port: int, timeout: float = 2.0) -> bool | None:
             reply = _kafka_request(sock, 3, version, request)
             brokers = int(struct.unpack(">i", reply[4:8])[0])  # after throttle_time_ms
             return brokers >= 1
-    except (OSError, ValueError, struct.error, ConnectionError):
+    except (OSError, ValueError, struct.error, ConnectionError, PermissionError):
         return False
+
+
+def scram_users(endpoint: Endpoint) -> set[str]:
+    """Users that have a SCRAM-SHA-512 credential (DescribeUserScramCredentials v0)."""
+    with kafka_connection(endpoint, timeout=10.0) as sock:
+        reply = _Reader(_kafka_request(sock, 50, 0, b"\0\0", flexible=True))  # users=null: all
+        reply.take(">i")  # throttle_time_ms
+        error = reply.take(">h")
+        message = reply.compact_string()
+        if error not in (0, 91):  # 91 RESOURCE_NOT_FOUND: no user has a credential yet
+            raise ConnectionError(f"DescribeUserScramCredentials failed: error {error} ({message})")
+        found: set[str] = set()
+        for _ in range(max(reply.uvarint() - 1, 0)):
+            user = reply.compact_string() or ""
+            user_error = reply.take(">h")
+            reply.compact_string()
+            for _ in range(max(reply.uvarint() - 1, 0)):
+                mechanism = reply.take(">b")
+                reply.take(">i")
+                reply.tagged_fields()
+                if user_error == 0 and mechanism == SCRAM_MECHANISM_ID:
+                    found.add(user)
+            reply.tagged_fields()
+        return found
+
+
+def add_scram_users(endpoint: Endpoint, passwords: dict[str, str]) -> None:
+    """Give each user a SCRAM-SHA-512 credential (AlterUserScramCredentials v0).
+
+    The salted password is computed here, so the password itself never crosses the wire.
+    """
+    upserts = bytearray(_uvarint(len(passwords) + 1))
+    for user, password in sorted(passwords.items()):
+        salt = secrets.token_bytes(32)
+        salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+        upserts += _compact_bytes(user.encode()) + struct.pack(">bi", SCRAM_MECHANISM_ID, SCRAM_ITERATIONS)
+        upserts += _compact_bytes(salt) + _compact_bytes(salted) + b"\0"
+    body = _uvarint(1) + bytes(upserts) + b"\0"  # no deletions, the upsertions, no tagged fields
+    with kafka_connection(endpoint, timeout=10.0) as sock:
+        reply = _Reader(_kafka_request(sock, 51, 0, body, flexible=True))
+        reply.take(">i")
+        failures = []
+        for _ in range(max(reply.uvarint() - 1, 0)):
+            failed_user = reply.compact_string()
+            error = reply.take(">h")
+            message = reply.compact_string()
+            reply.tagged_fields()
+            if error != 0:
+                failures.append(f"{failed_user}: error {error} ({message})")
+        if failures:
+            raise ConnectionError("AlterUserScramCredentials failed for " + "; ".join(failures))
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka security material: TLS certificates and SCRAM passwords for the local stack
+
+
+ACL_FILE = DEPLOY_DIR / "kafka" / "acls.json"
+BROKER_CN = "hubstream-broker"  # the broker certificate's subject; mapped to principal User:broker
+CERT_DAYS = 825
+RENEW_WITHIN_S = 30 * 24 * 3600
+
+
+def declared_principals() -> tuple[list[str], list[str]]:
+    """(super users, every principal) named in deploy/local/kafka/acls.json."""
+    try:
+        doc = json.loads(ACL_FILE.read_text())
+        supers = list(doc["super_users"])
+        everyone = supers + [p for role in doc["roles"] for p in role["principals"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StackError("kafka", f"cannot read principals from {ACL_FILE}: {exc}") from None
+    return supers, list(dict.fromkeys(everyone))
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key.strip()] = value.strip()
+    return values
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, never leaving it readable for a moment."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:  # mkstemp creates it 0600
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Secrets:
+    """The broker's TLS material and every principal's SCRAM password, made once.
+
+    Files (directory 0700, files 0600) under HUBSTREAM_SECRETS_DIR, default HUBSTREAM_HOME/secrets:
+    ca.key/ca.pem (a local CA), broker.key/broker.pem (127.0.0.1 and localhost), broker.p12
+    (keystore) and truststore.p12 (the CA) for the broker, broker.properties (the stores'
+    passwords and the broker's own SCRAM password, read by the broker through its file config
+    provider) and kafka-users.json (every principal's password). Only what is missing is made,
+    and a principal's password is never changed. With the CA key present (the local CA), the
+    broker certificate is re-issued within 30 days of its expiry, and a store whose password is
+    unknown is made again; without it (certificates supplied from elsewhere, see README),
+    missing broker material is an error rather than something to invent.
+    """
+
+    part = "kafka"
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.ca_key = directory / "ca.key"
+        self.ca_pem = directory / "ca.pem"
+        self.broker_key = directory / "broker.key"
+        self.broker_pem = directory / "broker.pem"
+        self.keystore = directory / "broker.p12"
+        self.truststore = directory / "truststore.p12"
+        self.broker_properties = directory / "broker.properties"
+        self.users_file = directory / "kafka-users.json"
+
+    def ensure(self, principals: Sequence[str], java: str) -> None:
+        """Make whatever is missing; never delete or replace a file someone supplied."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        previous = os.umask(0o077)
+        try:
+            passwords = self._ensure_users(principals)
+            stores = _read_properties(self.broker_properties)
+            if not self.ca_pem.exists():
+                issued = [p.name for p in (self.broker_pem, self.keystore, self.truststore) if p.exists()]
+                if issued:
+                    raise StackError(
+                        self.part,
+                        f"{self.ca_pem} is missing but {', '.join(issued)} exist in {self.dir}: supply "
+                        "the CA certificate they belong to, or remove the Kafka files (see README) "
+                        "to start afresh",
+                    )
+                self._make_ca()
+            renew = self.broker_pem.exists() and self._expiring(self.broker_pem)
+            if renew or not self.keystore.exists() or "keystore.password" not in stores:
+                if not self.ca_key.exists():
+                    raise StackError(
+                        self.part,
+                        f"cannot issue a broker certificate: no CA key {self.ca_key}; supply "
+                        f"{self.keystore.name} and its password (keystore.password in "
+                        f"{self.broker_properties.name})",
+                    )
+                self._make_broker_certificate()
+                stores["keystore.password"] = secrets.token_urlsafe(24)
+                self._make_keystore(stores["keystore.password"])
+            if not self.truststore.exists() or "truststore.password" not in stores:
+                stores["truststore.password"] = secrets.token_urlsafe(24)
+                self._make_truststore(java, stores["truststore.password"])
+            stores["scram.password"] = passwords["broker"]
+            text = "# Read by the broker through its file config provider. OFFICIAL-SENSITIVE.\n" + "".join(
+                f"{k}={stores[k]}\n" for k in ("keystore.password", "truststore.password", "scram.password")
+            )
+            if not self.broker_properties.exists() or self.broker_properties.read_text() != text:
+                _write_private(self.broker_properties, text)
+        finally:
+            os.umask(previous)
+        for path in self.files():  # only ours: the directory also holds other parts' secrets
+            if path.exists():
+                path.chmod(0o600)
+
+    def files(self) -> list[Path]:
+        return [
+            self.ca_key, self.ca_pem, self.broker_key, self.broker_pem, self.keystore,
+            self.truststore, self.broker_properties, self.users_file,
+        ]  # fmt: skip
+
+    def passwords(self) -> dict[str, str]:
+        try:
+            doc = json.loads(self.users_file.read_text())
+            users = doc["users"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise StackError(
+                self.part, f"cannot read SCRAM passwords from {self.users_file}: {exc}"
+            ) from None
+        return {str(k): str(v) for k, v in users.items()}
+
+    def _ensure_users(self, principals: Sequence[str]) -> dict[str, str]:
+        users = self.passwords() if self.users_file.exists() else {}
+        missing = [p for p in principals if p not in users]
+        if missing:
+            for principal in missing:
+                users[principal] = secrets.token_urlsafe(32)
+            doc = {
+                "about": "SCRAM-SHA-512 passwords for the Kafka principals in deploy/local/kafka/acls.json; "
+                "made once by deploy/local/stack.py. OFFICIAL-SENSITIVE: never copy out of this directory.",
+                "mechanism": SCRAM_MECHANISM,
+                "users": users,
+            }
+            _write_private(self.users_file, json.dumps(doc, indent=2) + "\n")
+            say(self.part, f"SCRAM passwords made for {', '.join(missing)} in {self.users_file}")
+        return users
+
+    def _expiring(self, certificate: Path) -> bool:
+        done = run(
+            self.part,
+            ["openssl", "x509", "-noout", "-checkend", str(RENEW_WITHIN_S), "-in", certificate],
+            check=False,
+        )
+        return done.returncode != 0
+
+    def _make_ca(self) -> None:
+        say(self.part, f"making a local certificate authority in {self.dir}")
+        self.ca_key.unlink(missing_ok=True)  # a key without its certificate is of no use
+        run(
+            self.part,
+            [
+                "openssl", "req", "-x509", "-new", "-newkey", "rsa:3072", "-sha256", "-nodes",
+                "-keyout", self.ca_key, "-out", self.ca_pem, "-days", str(CERT_DAYS * 2),
+                "-subj", "/O=hubstream local/CN=hubstream local CA",
+                "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        )  # fmt: skip
+
+    def _make_broker_certificate(self) -> None:
+        say(self.part, f"issuing the broker certificate ({BROKER_CN}, 127.0.0.1, localhost)")
+        csr = self.dir / "broker.csr"
+        extensions = self.dir / "broker.ext"
+        extensions.write_text(
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            # serverAuth on every listener; clientAuth because the broker side of this node
+            # presents the same certificate to its controller listener.
+            "extendedKeyUsage=serverAuth,clientAuth\n"
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        )
+        try:
+            run(
+                self.part,
+                [
+                    "openssl", "req", "-new", "-newkey", "rsa:3072", "-sha256", "-nodes",
+                    "-keyout", self.broker_key, "-out", csr, "-subj", f"/CN={BROKER_CN}",
+                ],
+            )  # fmt: skip
+            run(
+                self.part,
+                [
+                    "openssl", "x509", "-req", "-in", csr, "-CA", self.ca_pem, "-CAkey", self.ca_key,
+                    "-set_serial", str(int.from_bytes(secrets.token_bytes(16), "big")), "-sha256",
+                    "-days", str(CERT_DAYS), "-extfile", extensions, "-out", self.broker_pem,
+                ],
+            )  # fmt: skip
+        finally:
+            csr.unlink(missing_ok=True)
+            extensions.unlink(missing_ok=True)
+
+    def _make_keystore(self, password: str) -> None:
+        # Passwords travel in the environment, never on a command line others can list.
+        run(
+            self.part,
+            [
+                "openssl", "pkcs12", "-export", "-name", "broker", "-in", self.broker_pem,
+                "-inkey", self.broker_key, "-certfile", self.ca_pem, "-out", self.keystore,
+                "-passout", "env:HUBSTREAM_STORE_PASSWORD",
+            ],
+            env=dict(os.environ, HUBSTREAM_STORE_PASSWORD=password),
+        )  # fmt: skip
+
+    def _make_truststore(self, java: str, password: str) -> None:
+        keytool = Path(java).resolve().parent / "keytool"
+        self.truststore.unlink(missing_ok=True)  # made here from ca.pem; its password was lost
+        run(
+            self.part,
+            [
+                keytool if keytool.exists() else "keytool", "-importcert", "-noprompt",
+                "-alias", "hubstream-local-ca", "-file", self.ca_pem, "-keystore", self.truststore,
+                "-storetype", "PKCS12", "-storepass:env", "HUBSTREAM_STORE_PASSWORD",
+            ],
+            env=dict(os.environ, HUBSTREAM_STORE_PASSWORD=password),
+        )  # fmt: skip
+
+    def client_tls(self, client_certificate: bool = False) -> ssl.SSLContext:
+        """TLS as a client of the broker: trust only the local CA, check the name (127.0.0.1)."""
+        context = ssl.create_default_context(cafile=str(self.ca_pem))
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        if client_certificate:
+            context.load_cert_chain(str(self.broker_pem), str(self.broker_key))
+        return context
 
 
 class Kafka:
@@ -387,10 +841,56 @@ class Kafka:
         self.pom = DEPLOY_DIR / "kafka" / "pom.xml"
         self.template = DEPLOY_DIR / "kafka" / "server.properties.template"
         self.marker_file = self.libs / ".installed"
+        self.secrets = Secrets(config.secrets_dir)
 
     @property
     def address(self) -> str:
-        return f"{LOOPBACK}:{self.config.kafka_port}"
+        secure = f"SASL_SSL {LOOPBACK}:{self.config.secure_port}"
+        return f"{secure}, PLAINTEXT {LOOPBACK}:{self.config.kafka_port}" if self.config.plaintext else secure
+
+    def _secure_endpoint(self) -> Endpoint:
+        """The secure listener, logged in as admin: what the readiness check and status use."""
+        return Endpoint(
+            self.config.secure_port, self.secrets.client_tls(), ("admin", self.secrets.passwords()["admin"])
+        )
+
+    def _controller_endpoint(self) -> Endpoint:
+        """The controller listener: TLS with the broker's own certificate (principal User:broker)."""
+        return Endpoint(self.config.controller_port, self.secrets.client_tls(client_certificate=True))
+
+    def _controller_answers(self) -> bool:
+        try:
+            with kafka_connection(self._controller_endpoint()) as sock:
+                return bool(struct.unpack(">h", _kafka_request(sock, 18, 0, b"")[:2])[0] == 0)
+        except (OSError, ValueError, struct.error, ConnectionError):
+            return False
+
+    def _ensure_scram(self, *, only_missing: bool) -> None:
+        """Give every principal in acls.json its SCRAM credential, through the controller listener.
+
+        There the broker's certificate is the super user `broker`, so a cluster with no
+        credentials at all can be given them. On each start every credential is written from
+        kafka-users.json (a credential changed by other means is put back); on a running broker
+        only those missing are added. The controller answers AlterUserScramCredentials but not
+        DescribeUserScramCredentials (Kafka 4.0.2: "Unsupported ApiKey"), so the list of
+        existing users is read from the broker, as admin.
+        """
+        _supers, principals = declared_principals()
+        passwords = self.secrets.passwords()
+        wanted = {p: passwords[p] for p in principals}
+        try:
+            if only_missing:
+                try:
+                    existing = scram_users(self._secure_endpoint())
+                except (OSError, ValueError, struct.error, ConnectionError, PermissionError):
+                    existing = set()  # admin cannot log in yet: write them all
+                wanted = {p: pw for p, pw in wanted.items() if p not in existing}
+            if wanted:
+                add_scram_users(self._controller_endpoint(), wanted)
+                if only_missing:
+                    say(self.name, f"SCRAM credentials created for {', '.join(sorted(wanted))}")
+        except (OSError, ValueError, struct.error, ConnectionError) as exc:
+            raise StackError(self.name, f"could not write SCRAM credentials: {exc}", self.log_file) from None
 
     def installed(self) -> bool:
         try:
@@ -455,25 +955,51 @@ class Kafka:
         return pid if pid is not None and process_alive(pid, self.marker) else None
 
     def answers(self) -> bool:
-        if not port_open(self.config.kafka_port):
-            return False
-        probe = kafka_metadata_ok(self.config.kafka_port)
-        if probe is None:  # protocol not spoken by this probe: fall back on the broker's word
-            return any("Kafka Server started" in line for line in tail(self.log_file, 2000))
-        return probe
+        """Metadata with a live broker on every client listener: as admin over TLS and SCRAM on
+        the secure one, and anonymously on the plaintext one while it is enabled."""
+        endpoints = [self._secure_endpoint()]
+        if self.config.plaintext:
+            endpoints.append(Endpoint(self.config.kafka_port))
+        for endpoint in endpoints:
+            if not port_open(endpoint.port):
+                return False
+            probe = kafka_metadata_ok(endpoint)
+            if probe is None:  # protocol not spoken by this probe: fall back on the broker's word
+                probe = any("Kafka Server started" in line for line in tail(self.log_file, 2000))
+            if not probe:
+                return False
+        return True
 
     def _classpath(self) -> str:
         return f"{self.libs}/*"
 
     def _write_properties(self) -> None:
+        secure = f"SECURE://{LOOPBACK}:{self.config.secure_port}"
+        listeners = [secure, f"CONTROLLER://{LOOPBACK}:{self.config.controller_port}"]
+        advertised = [secure]
+        protocols = ["CONTROLLER:SSL", "SECURE:SASL_SSL"]
+        supers, _principals = declared_principals()
+        super_users = [f"User:{name}" for name in supers]
+        if self.config.plaintext:
+            plain = f"PLAINTEXT://{LOOPBACK}:{self.config.kafka_port}"
+            listeners.append(plain)
+            advertised.append(plain)
+            protocols.append("PLAINTEXT:PLAINTEXT")
+            # Transition only: clients on the plaintext listener are User:ANONYMOUS, and they
+            # still need to do everything they did before the authorizer was switched on.
+            super_users.append("User:ANONYMOUS")
         template = string.Template(self.template.read_text())
-        self.properties.write_text(
-            template.substitute(
-                kafka_port=self.config.kafka_port,
-                controller_port=self.config.controller_port,
-                data_dir=self.data,
-            )
+        text = template.substitute(
+            controller_port=self.config.controller_port,
+            listeners=",".join(listeners),
+            advertised_listeners=",".join(advertised),
+            protocol_map=",".join(protocols),
+            super_users=";".join(super_users),
+            secrets_dir=self.secrets.dir,
+            broker_cn=BROKER_CN,
+            data_dir=self.data,
         )
+        _write_private(self.properties, text)
 
     def _format_storage(self, java: str) -> None:
         if (self.data / "meta.properties").exists():
@@ -506,16 +1032,23 @@ class Kafka:
         started = time.monotonic()
         pid = self.pid()
         if pid is not None:
+            # A principal added to acls.json since the start gets its password and credential now.
+            self.secrets.ensure(declared_principals()[1], java_bin(self.name))
+            if self._controller_answers():
+                self._ensure_scram(only_missing=True)
             if self.answers():
                 say(self.name, f"already running on {self.address} (pid {pid})")
                 return
             say(self.name, f"pid {pid} is running but not answering yet; waiting ...", end=" ")
             wait_until(self.name, self.answers, started, self.config.timeout_s, self.log_file)
             return
-        ensure_port_free(self.name, self.config.kafka_port, "broker")
+        if self.config.plaintext:
+            ensure_port_free(self.name, self.config.kafka_port, "broker")
+        ensure_port_free(self.name, self.config.secure_port, "secure listener")
         ensure_port_free(self.name, self.config.controller_port, "controller")
         java = java_bin(self.name)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.secrets.ensure(declared_principals()[1], java)
         self._write_properties()
         self._format_storage(java)
         say(self.name, f"starting on {self.address} (controller :{self.config.controller_port}) ...", end=" ")
@@ -538,6 +1071,16 @@ class Kafka:
             self.root,
         )
         self.pid_file.write_text(f"{proc.pid}\n")
+        wait_until(
+            self.name, self._controller_answers, started, self.config.timeout_s, self.log_file, proc,
+            label="controller answering",
+        )  # fmt: skip
+        self._ensure_scram(only_missing=False)
+        say(
+            self.name,
+            f"SCRAM credentials written for {len(declared_principals()[1])} principals; broker ...",
+            end=" ",
+        )
         wait_until(self.name, self.answers, started, self.config.timeout_s, self.log_file, proc)
 
     def down(self) -> None:
@@ -551,8 +1094,12 @@ class Kafka:
     def status(self) -> str:
         pid = self.pid()
         if pid is None:
-            return "down" + (" (port taken by another process)" if port_open(self.config.kafka_port) else "")
-        state = "up" if self.answers() else "running, NOT answering"
+            taken = any(port_open(p) for p in (self.config.kafka_port, self.config.secure_port))
+            return "down" + (" (port taken by another process)" if taken else "")
+        try:
+            state = "up" if self.answers() else "running, NOT answering"
+        except StackError as exc:
+            state = f"running, cannot check ({exc})"
         rss = rss_mib(pid)
         return f"{state} (pid {pid}, rss {rss:.0f} MiB)" if rss is not None else f"{state} (pid {pid})"
 

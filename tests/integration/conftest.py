@@ -8,8 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from consumers.run import prepare_database
+from hubstream.kafka_security import secure_bootstrap_servers
 from hubstream.settings import Settings
 from tests.support.stack import Namespace, namespace
+
+
+def secure_port() -> int:
+    return int(secure_bootstrap_servers().rsplit(":", 1)[1])
 
 
 def _answers(port: int) -> bool:
@@ -24,7 +29,7 @@ def stack() -> Settings:
     down = [
         name
         for name, port in (
-            ("Kafka", settings.kafka_port),
+            ("Kafka", settings.kafka_port if settings.kafka_security == "plaintext" else secure_port()),
             ("PostgreSQL", settings.pg_port),
             ("schema registry", settings.registry_port),
         )

@@ -22,7 +22,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def publish_alerts(ns: Namespace, count: int) -> None:
     serde = serde_for(ns.settings)
-    producer = kafka.producer(ns.settings)
+    producer = kafka.producer(ns.settings, "worker")  # the worker is who writes alerts
     topic = ns.topic(topics.ALERTS)
     for n in range(count):
         record = alert(n, T0 + timedelta(minutes=n))

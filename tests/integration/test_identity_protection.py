@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from kafka import KafkaAdminClient
-
-from hubstream import topics
+from hubstream import kafka, topics
 from hubstream.protect import decrypt_narrative
 from producers.simulate import simulate
 from tests.integration.test_worker_end_to_end import publish
@@ -31,7 +29,7 @@ def test_no_message_key_on_any_topic_contains_an_identifier(ns: Namespace) -> No
     ns.start_worker()
     group = f"{ns.prefix}hubstream-worker"
     wait_for_worker(ns, group)
-    admin = KafkaAdminClient(bootstrap_servers=ns.settings.bootstrap_servers)
+    admin = kafka.admin(ns.settings)
     try:
         mine = sorted(t for t in admin.list_topics() if t.startswith(ns.prefix))
     finally:

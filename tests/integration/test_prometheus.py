@@ -159,7 +159,7 @@ def _hub_rows(ns: Namespace) -> int:
 
 
 def _publish_undecodable(ns: Namespace, topic: str) -> None:
-    producer = kafka.producer(ns.settings)
+    producer = kafka.producer(ns.settings, "police")
     producer.send(topic, key=b"pk_garbage", value=b"not an avro message")
     producer.flush()
     producer.close()

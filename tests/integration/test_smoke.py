@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from hubstream import topics
+from hubstream.protect import pseudonym
 from producers.decisions import publish_decision
 from tests.support.stack import Namespace, decoded, read_topic
 
@@ -20,7 +21,7 @@ def test_published_event_is_read_back_by_a_consumer_and_decoded(ns: Namespace) -
         at=at,
     )
     messages = read_topic(ns.settings, ns.topic(topics.HUB_DECISIONS))
-    assert [m.key for m in messages] == [b"pk_smoke"]
+    assert [m.key for m in messages] == [pseudonym("pk_smoke").encode()]
     [(schema, record)] = decoded(ns.settings, ns.topic(topics.HUB_DECISIONS))
     assert schema == "HubDecision"
     assert record["event_id"] == event_id

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +20,11 @@ from typing import Any
 from uuid import uuid4
 
 import psycopg2
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
 
-from hubstream import topics
+from hubstream import kafka, topics
 from hubstream.kafka import create_topics
+from hubstream.kafka_security import apply_acls, remove_acls
 from hubstream.progress import wait_for_group, worker_topics
 from hubstream.serde import serde_for
 from hubstream.settings import PROJECT_ROOT, Settings
@@ -108,10 +109,12 @@ def namespace(base: Settings) -> Iterator[Namespace]:
     ns = Namespace(prefix, database, env)
     try:
         create_topics(Settings())
+        _with_admin(base, lambda admin: apply_acls(admin, prefix))
         yield ns
     finally:
         ns.stop_all()
         _delete_topics(base, prefix)
+        _with_admin(base, lambda admin: remove_acls(admin, prefix))
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -130,8 +133,18 @@ def _admin_sql(dsn: str, sql: str) -> None:
         conn.close()
 
 
+def _with_admin(base: Settings, work: Callable[[KafkaAdminClient], object]) -> None:
+    if base.kafka_security == "plaintext":
+        return  # the plaintext development listener has no ACLs
+    admin = kafka.admin(base)
+    try:
+        work(admin)
+    finally:
+        admin.close()
+
+
 def _delete_topics(base: Settings, prefix: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=base.bootstrap_servers)
+    admin = kafka.admin(base)
     try:
         mine = [t for t in admin.list_topics() if t.startswith(prefix)]
         if mine:
@@ -142,7 +155,7 @@ def _delete_topics(base: Settings, prefix: str) -> None:
 
 def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> list[Any]:
     """Every message now on ``topic`` (read from the beginning up to the end offsets)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    consumer = kafka.consumer(settings, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(partitions)
