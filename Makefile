@@ -22,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 up: install ## Start Kafka, PostgreSQL and the schema registry (idempotent; waits until each answers)
 	$(STACK) up
 	$(BIN)/hubstream topics create
+	$(BIN)/python -m hubstream.kafka_security apply
 
 down: ## Stop everything the project started
 	$(STACK) down

@@ -22,7 +22,7 @@ import click
 import psycopg2
 from tqdm import tqdm  # tqdm ships no type information
 
-from hubstream import kafka
+from hubstream import kafka, kafka_security
 from hubstream.kafka import create_topics
 from hubstream.progress import wait_for_group, worker_topics
 from hubstream.settings import Settings
@@ -92,6 +92,12 @@ def run_demo(base: Settings, *, seed: int, days: int, children: int) -> None:
     _section("Publishing (every line validated; bad lines go to the dead-letter topic)")
     _reset(settings, admin_dsn)
     create_topics(settings)
+    if settings.kafka_security != "plaintext":
+        admin = kafka.admin(settings)
+        try:
+            kafka_security.apply_acls(admin, PREFIX)  # the demo namespace's own grants
+        finally:
+            admin.close()
     prepare_database(settings)
     lines = [json.dumps({"schema": s, "event": e}) + "\n" for s, e in events] + list(BAD_LINES)
     result = publish_lines(settings, "mixed", io.StringIO("".join(lines)), progress=True)
