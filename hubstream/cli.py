@@ -242,6 +242,29 @@ for _status in ("acknowledged", "actioned", "closed"):
     alerts.add_command(_triage(_status))
 
 
+@alerts.command("erase")
+@click.argument("alert_id")
+@click.option("--reason", required=True, help="Why this CSE record must go (kept in the access log).")
+@click.option(
+    "--dsn", envvar="HUBSTREAM_ERASER_DSN", required=True,
+    help="Connection as a person holding the cse_eraser role (env HUBSTREAM_ERASER_DSN).",
+)
+def alerts_erase(alert_id: str, reason: str, dsn: str) -> None:
+    """Erase an alert from the tracker. CSE records are retained: this needs the cse_eraser role
+    and a reason, and the erasure itself is logged."""
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT hub.erase_alert(%s, %s)", (alert_id, reason))
+    except psycopg2.Error as exc:
+        raise click.ClickException(str(exc).strip().splitlines()[0]) from None
+    finally:
+        conn.close()
+    click.echo(f"{alert_id}: erased; the erasure is in the access log")
+
+
 @cli.group()
 def flags() -> None:
     """Read health CSE flags (every read is logged)."""
