@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hubstream.secrets import key
-from hubstream.settings import Settings
+from hubstream.settings import PROJECT_ROOT, Settings
 
 ENCRYPTED_PREFIX = "enc:v1:"
 NONCE_BYTES = 12
@@ -29,16 +29,23 @@ class ProtectionError(ValueError):
     """Ciphertext that is malformed or was not made with this key."""
 
 
+def _home(settings: Settings | None) -> str:
+    # Building Settings reads every variable; this is on the per-message path, so read only the one.
+    if settings is not None:
+        return str(settings.home)
+    return os.environ.get("HUBSTREAM_HOME") or str(PROJECT_ROOT / ".local")
+
+
 def pseudonym(value: str, settings: Settings | None = None) -> str:
     """The keyed hash that stands for ``value`` in record keys (32 hex characters)."""
-    secret = key("pseudonym", str((settings or Settings()).home))
+    secret = key("pseudonym", _home(settings))
     return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def encrypt_narrative(plaintext: str, settings: Settings | None = None) -> str:
     if plaintext.startswith(ENCRYPTED_PREFIX):
         return plaintext  # already protected (a re-publish): never encrypt twice
-    aead = AESGCM(key("narrative", str((settings or Settings()).home)))
+    aead = AESGCM(key("narrative", _home(settings)))
     nonce = os.urandom(NONCE_BYTES)
     sealed = aead.encrypt(nonce, plaintext.encode(), ENCRYPTED_PREFIX.encode())
     return ENCRYPTED_PREFIX + base64.b64encode(nonce + sealed).decode()
@@ -51,7 +58,7 @@ def decrypt_narrative(text: str, settings: Settings | None = None) -> str:
         raw = base64.b64decode(text[len(ENCRYPTED_PREFIX):], validate=True)
     except ValueError:
         raise ProtectionError("narrative ciphertext is not base64") from None
-    aead = AESGCM(key("narrative", str((settings or Settings()).home)))
+    aead = AESGCM(key("narrative", _home(settings)))
     try:
         return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], ENCRYPTED_PREFIX.encode()).decode()
     except InvalidTag:

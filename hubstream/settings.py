@@ -42,6 +42,9 @@ class Settings:
     )
     authority_phone: str = field(default_factory=lambda: _env("HUBSTREAM_AUTHORITY_PHONE", "0116 496 0000"))
 
+    def __post_init__(self) -> None:
+        use_local_pgpass(self)
+
     @property
     def kafka_security(self) -> str:
         """sasl_ssl (default: SCRAM-SHA-512 over TLS, each process as its own principal) or
@@ -83,5 +86,22 @@ class Settings:
         return _env("HUBSTREAM_REGISTRY_URL", f"http://127.0.0.1:{self.registry_port}/apis/ccompat/v7")
 
 
+def use_local_pgpass(settings: Settings) -> None:
+    """Point libpq at the local stack's password file, unless PGPASSFILE already names one.
+
+    The DSNs carry no passwords; libpq reads them from PGPASSFILE. The local stack writes
+    that file to the secrets directory (HUBSTREAM_SECRETS_DIR, else HUBSTREAM_HOME/secrets).
+    A real deployment sets PGPASSFILE itself, or puts the password in the DSN.
+    """
+    if os.environ.get("PGPASSFILE"):
+        return
+    folder = Path(os.environ.get("HUBSTREAM_SECRETS_DIR") or settings.home / "secrets")
+    pgpass = folder / "pgpass"
+    if pgpass.is_file():
+        os.environ["PGPASSFILE"] = str(pgpass)
+
+
 def load() -> Settings:
-    return Settings()
+    settings = Settings()
+    use_local_pgpass(settings)
+    return settings

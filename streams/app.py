@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
@@ -132,15 +132,29 @@ def state_table(name: str, codec: str = "json") -> TableT[str, Any]:
 watermarks = state_table("watermarks")
 
 
+_marks: dict[str, datetime] = {}
+# The table (and its changelog) is written when the watermark has moved this far: writing it on
+# every event cost a changelog message per event in a replay. A worker restarted from the table
+# starts at most this far behind, which only delays pruning and overdue checks until the next
+# events of the partition move it on again.
+PERSIST_EVERY = timedelta(hours=1)
+
+
 def observe(event: EventT[Any], occurred_at: datetime) -> datetime:
     """Advance the current partition's watermark to ``occurred_at`` if later; return it."""
     key = f"{event.message.topic}:{event.message.partition}"
-    stored = watermarks.get(key)
-    current = datetime.fromisoformat(stored) if stored else None
-    if current is None or occurred_at > current:
+    current = _marks.get(key)
+    if current is None:
+        stored = watermarks.get(key)
+        current = datetime.fromisoformat(stored) if stored else None
+    if current is not None and occurred_at <= current:
+        _marks[key] = current
+        return current
+    persisted = watermarks.get(key)
+    if persisted is None or occurred_at - datetime.fromisoformat(persisted) >= PERSIST_EVERY:
         watermarks[key] = occurred_at.isoformat()
-        return occurred_at
-    return current
+    _marks[key] = occurred_at
+    return occurred_at
 
 
 def source_of(event: EventT[Any]) -> str:

@@ -25,11 +25,11 @@ def stored_alert(ns: Namespace) -> str:
 
 
 def as_eraser(ns: Namespace) -> str:
-    name = f"eraser_{uuid4().hex[:8]}"
+    name, password = f"eraser_{uuid4().hex[:8]}", uuid4().hex
     with ns.owner_connection() as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE ROLE {name} LOGIN IN ROLE cse_eraser")
+        cur.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s IN ROLE cse_eraser", (password,))
     conn.close()
-    return f"host=127.0.0.1 port={ns.settings.pg_port} dbname={ns.database} user={name}"
+    return f"host=127.0.0.1 port={ns.settings.pg_port} dbname={ns.database} user={name} password={password}"
 
 
 def count(ns: Namespace, sql: str) -> int:
