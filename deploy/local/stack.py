@@ -156,7 +156,7 @@ class Config:
             controller_port=settings.kafka_controller_port,
             secure_port=int(secure_port),
             # Transition default: the PLAINTEXT listener stays until every client uses the secure one.
-            plaintext=_env_flag("HUBSTREAM_KAFKA_PLAINTEXT", True),
+            plaintext=_env_flag("HUBSTREAM_KAFKA_PLAINTEXT", False),
             secrets_dir=Path(secrets_dir).resolve(),
             pg_port=settings.pg_port,
             registry_port=settings.registry_port,
