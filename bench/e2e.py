@@ -1,0 +1,277 @@
+"""Measurements 1 and 2: end-to-end replay of N simulated events, and the plain-consumer ceiling.
+
+The pipeline runs as it does in production, every stage a process of its own: the worker and
+both case-store consumers are started (and have joined their groups) before the first event is
+published, then the bench process publishes the simulated county through ``Publisher``.
+
+Clock points (wall time, one host, so one clock):
+
+* t0: just before the first event is handed to the publisher.
+* publish end: after the producer's flush, so every event is acknowledged by the broker.
+* worker caught up: the first lag sample (every 0.25 s after publishing ends, 1 s before) at
+  which the worker group's committed offsets equal the end offsets of all its input and
+  re-keyed topics, confirmed by a second zero sample 2 s later. The worker commits every
+  second, so this is up to about 1.25 s after it really finished.
+* last row: with the worker caught up, the alerts (and hub-decisions) topics' end offsets are
+  final; last row is the first moment (polled every 0.25 s) at which the hub store's
+  consumer_offsets table, written in the same transaction as the rows, holds offsets at or
+  past those end offsets. So every alert row is committed in PostgreSQL by then.
+
+End-to-end events/s = N / (last row - t0). The phases, from the same run: publish = N /
+(publish end - t0); worker = N / (worker caught up - t0), which cannot beat publishing since it
+runs behind it. The consumer's own capacity (rows/s) is measured afterwards on the same topics
+(``consumer_drain``): the hub consumer's arrival rate during the replay is only the alert rate.
+
+The ceiling (measurement 2): with the pipeline stopped, one plain kafka-python consumer
+(assigned, no group) reads the same four input topics from the beginning and decodes every
+message with ``Serde.decode``, nothing else. The best a single Python process can consume.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kafka import TopicPartition
+
+from bench import profile
+from bench.common import (
+    Context,
+    KafkaProbe,
+    Namespace,
+    bar,
+    environment,
+    free_port,
+    namespace,
+    proc_cpu_seconds,
+    proc_memory_kib,
+    query,
+    rate,
+    store_env,
+    wait_store,
+)
+from bench.watch import LagWatch
+from bench.workload import lines_of, simulated_file
+from hubstream import kafka, topics
+from hubstream.progress import WORKER_INPUTS, worker_topics
+from hubstream.serde import serde_for
+from hubstream.settings import Settings
+
+SETTLE_S = 3.0
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    from producers.publish import publish_lines
+
+    path, counts = simulated_file(ctx.cache_dir, ctx.events)
+    n = sum(counts.values())
+    out: dict[str, Any] = {"events": n, "by_schema": counts, "source": str(path)}
+    with namespace("e2e", ctx.run, ctx.base, ctx.log_dir) as ns:
+        settings = ns.settings
+        probe = KafkaProbe(settings)
+        try:
+            worker = ns.start_worker(free_port())
+            ns.start_sink("hub", free_port())
+            ns.start_sink("health", free_port())
+            probe.wait_stable([ns.worker_group, ns.sink_group("hub"), ns.sink_group("health")], timeout_s=180)
+            time.sleep(SETTLE_S)
+            watch = LagWatch(
+                settings,
+                ns.worker_group,
+                worker_topics(ns.worker_group),
+                desc="worker",
+                total=n,
+            )
+            watch.start()
+            spy = None
+            if ctx.profile_seconds:
+                spy = profile.start(worker.pid, ctx.profile_seconds, ctx.log_dir / "e2e-worker.pyspy.txt")
+            cpu0 = proc_cpu_seconds(worker.pid) or 0.0
+            t0 = time.time()
+            lines = bar(lines_of(path), total=n, desc="publish", unit=" events", position=0)
+            published = publish_lines(settings, "mixed", lines, progress=False)
+            t_pub = time.time()
+            watch.interval_s = 0.25
+            out.update(
+                published=published.published,
+                rejected=published.rejected,
+                publish_seconds=t_pub - t0,
+                publish_events_per_s=rate(n, t_pub - t0),
+                profiled=bool(ctx.profile_seconds),
+            )
+            try:
+                t_worker: float | None = watch.caught_up(after=t_pub, timeout_s=ctx.stage_cap_s)
+            except TimeoutError:
+                t_worker = None
+            watch.stop()
+            t_stop = t_worker or time.time()
+            out["worker_cpu_utilisation"] = rate((proc_cpu_seconds(worker.pid) or 0.0) - cpu0, t_stop - t0)
+            out["worker_memory_kib"] = proc_memory_kib(worker.pid)
+            out["worker_behind_at_publish_end"] = watch.behind_at(t_pub)
+            if spy is not None:
+                spy.wait(timeout=ctx.profile_seconds + 60)
+                out["profile"] = profile.summarise(ctx.log_dir / "e2e-worker.pyspy.txt")
+            hub_topics = [topics.ALERTS.name, topics.HUB_DECISIONS.name]
+            if t_worker is None:
+                # Capped: the last row lands after now, so N / (now - t0) bounds end to end from
+                # above; how far the worker got through its inputs is its own progress figure.
+                got = probe.lag(ns.worker_group, [t.name for t in WORKER_INPUTS])
+                done = got[1] if got else 0
+                out.update(
+                    finished=False,
+                    note=f"the worker had not caught up {ctx.stage_cap_s:.0f} s after publishing ended "
+                    f"({watch.behind_at(t_stop)} messages still behind on its input and re-keyed topics); "
+                    "end-to-end events/s is an upper bound",
+                    worker_inputs_done=done,
+                    worker_behind_at_cap=watch.behind_at(t_stop),
+                    worker_seconds=t_stop - t0,
+                    worker_events_per_s=rate(done, t_stop - t0),
+                    events_per_s=rate(n, t_stop - t0),
+                    seconds=t_stop - t0,
+                )
+                ns.stop_all()  # the alerts topics are final only once the worker has stopped
+                hub_ends = probe.end_offsets(hub_topics)
+            else:
+                hub_ends = probe.end_offsets(hub_topics)
+                t_row = _wait_final(
+                    probe,
+                    settings.pg_dsn,
+                    "hub",
+                    ns.sink_group("hub"),
+                    hub_topics,
+                    hub_ends,
+                    timeout_s=ctx.stage_cap_s,
+                )
+                health_ends = probe.end_offsets([topics.HEALTH_FLAGS.name])
+                try:
+                    t_health: float | None = wait_store(
+                        settings.pg_dsn,
+                        "health",
+                        ns.sink_group("health"),
+                        health_ends,
+                        timeout_s=ctx.stage_cap_s,
+                    )
+                except TimeoutError:
+                    t_health = None  # reported as missing; the hub figures stand
+                out.update(
+                    finished=True,
+                    seconds=t_row - t0,
+                    events_per_s=rate(n, t_row - t0),
+                    worker_seconds=t_worker - t0,
+                    worker_events_per_s=rate(n, t_worker - t0),
+                    last_row_after_worker_s=t_row - t_worker,
+                    health_caught_up_seconds=None if t_health is None else t_health - t0,
+                )
+            out.update(_store_figures(settings, probe))
+            ns.stop_all()
+            out["ceiling"] = ceiling(settings, [t.name for t in WORKER_INPUTS], n)
+            out["ratio_to_ceiling"] = out["events_per_s"] / out["ceiling"]["events_per_s"]
+            out["consumer_drain"] = consumer_drain(ns, hub_ends, ctx.stage_cap_s)
+        finally:
+            probe.close()
+    return out
+
+
+def _wait_final(
+    probe: KafkaProbe,
+    dsn: str,
+    store: str,
+    group: str,
+    names: list[str],
+    ends: dict[TopicPartition, int],
+    *,
+    timeout_s: float,
+) -> float:
+    """wait_store, then once more if the topics grew meanwhile (a late flush of the worker's)."""
+    while True:
+        reached = wait_store(dsn, store, group, ends, timeout_s=timeout_s)
+        now = probe.end_offsets(names)
+        if now == ends:
+            return reached
+        ends = now
+
+
+def _store_figures(settings: Settings, probe: KafkaProbe) -> dict[str, Any]:
+    [(alerts, decisions)] = query(
+        settings.pg_dsn, "SELECT (SELECT count(*) FROM hub.alert_flags), (SELECT count(*) FROM hub.decisions)"
+    )
+    [(flags,)] = query(settings.pg_dsn, "SELECT count(*) FROM health.cse_flags")
+    by_rule = dict(query(settings.pg_dsn, "SELECT rule, count(*) FROM hub.alert_flags GROUP BY 1 ORDER BY 1"))
+    return {
+        "alert_messages": probe.total([topics.ALERTS.name]),
+        "alert_rows": alerts,
+        "alert_rows_by_rule": by_rule,
+        "decision_rows": decisions,
+        "health_flag_rows": flags,
+        "dead_letters": probe.total([topics.DEAD_LETTERS.name]),
+    }
+
+
+def ceiling(settings: Settings, names: list[str], expected: int) -> dict[str, Any]:
+    serde = serde_for(settings)
+    consumer = kafka.consumer(settings, "admin", enable_auto_commit=False)
+    try:
+        tps = [
+            TopicPartition(name, p)
+            for name in names
+            for p in sorted(consumer.partitions_for_topic(name) or ())
+        ]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        total = sum(consumer.end_offsets(tps).values()) - sum(consumer.beginning_offsets(tps).values())
+        seen = 0
+        with bar(total=total, desc="plain consumer", unit=" msgs") as progress:
+            started = time.perf_counter()
+            while seen < total:
+                batch = 0
+                for records in consumer.poll(timeout_ms=500).values():
+                    for m in records:
+                        serde.decode(m.value)
+                    batch += len(records)
+                seen += batch
+                progress.update(batch)
+            elapsed = time.perf_counter() - started
+    finally:
+        consumer.close()
+    return {"messages": seen, "expected": expected, "seconds": elapsed, "events_per_s": rate(seen, elapsed)}
+
+
+def consumer_drain(ns: Namespace, ends: dict[TopicPartition, int], timeout_s: float) -> dict[str, Any]:
+    """The hub consumer alone on the replay's alerts and decisions, into a fresh store: rows/s.
+
+    Rate between its first and last committed transaction, from the access log (one row per
+    record, stamped with its transaction's time): (rows - first transaction's rows) / (last
+    transaction's time - first's). Start-up and group join are thus left out.
+    """
+    from consumers.run import prepare_database
+
+    database = f"{ns.database}_drain"
+    ns.create_database(database)
+    env = store_env(ns.base, database)
+    with environment(env):
+        prepare_database(Settings())
+    # The same group as the replay's consumer (the one its principal may use): the consumer
+    # positions itself from the database's offsets, and this database is new, so it starts over.
+    group = ns.sink_group("hub")
+    proc = ns.start_sink("hub", 0, extra_env=env, log_name="hub-drain")
+    capped = False
+    try:
+        wait_store(env["HUBSTREAM_PG_DSN"], "hub", group, ends, timeout_s=timeout_s)
+    except TimeoutError:
+        capped = True  # the rate so far is still the consumer's rate
+    finally:
+        ns.stop(proc)
+    [(rows, first_at, last_at, first_rows, batches)] = query(
+        env["HUBSTREAM_PG_DSN"],
+        "SELECT count(*), min(at), max(at),"
+        " count(*) FILTER (WHERE at = (SELECT min(at) FROM audit.access_log)), count(DISTINCT at)"
+        " FROM audit.access_log WHERE action = 'write'",
+    )
+    span = (last_at - first_at).total_seconds() if rows else 0.0
+    return {
+        "rows": rows,
+        "finished": not capped,
+        "transactions": batches,
+        "seconds": span,
+        "rows_per_s": rate(rows - first_rows, span) if batches > 1 else float("nan"),
+    }

@@ -1,0 +1,191 @@
+"""Measurement 3: our worker against a quixstreams peer on the same missing-episodes topic.
+
+Both read the same topic, in a namespace of its own that holds only the simulated county's
+missing-episode events (published from the same file as the replay, with the same keys, so the
+same partitions). Each is timed from its first processed message to its last, so start-up and
+group joining are left out of both:
+
+* the peer (``bench.quix_peer``) counts in-process, with quixstreams' on_message_processed;
+* our worker is read from outside: its ``hubstream_events_in_total`` counter for the topic,
+  scraped from /metrics every 0.25 s (so each end is known to within 0.25 s).
+
+Our worker does more per event than the peer: return-interview tracking and forwarding located
+episodes to the hotspot rule (its own agent in the same process). That is the worker we run,
+so that is what is compared; the README says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BENCH_VENV,
+    Context,
+    KafkaProbe,
+    Namespace,
+    bar,
+    free_port,
+    metric_sum,
+    namespace,
+    proc_cpu_seconds,
+    rate,
+    scrape,
+)
+from bench.workload import lines_of, simulated_file
+from hubstream import topics
+from hubstream.settings import PROJECT_ROOT
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    from producers.publish import publish_lines
+
+    path, counts = simulated_file(ctx.cache_dir, ctx.events)
+    expected = counts.get("MissingEpisodeEvent", 0)
+    out: dict[str, Any] = {"source": str(path)}
+    with namespace("peer", ctx.run, ctx.base, ctx.log_dir, database=False) as ns:
+        settings = ns.settings
+        missing = topics.MISSING_EPISODES.name
+        lines = bar(
+            lines_of(path, ("MissingEpisodeEvent",)),
+            total=expected,
+            desc="publish missing episodes",
+            unit=" events",
+        )
+        published = publish_lines(settings, "mixed", lines, progress=False)
+        probe = KafkaProbe(settings)
+        try:
+            messages = probe.total([missing])
+        finally:
+            probe.close()
+        out["published"] = published.published
+        out["quix"] = _quix(ctx, ns.prefix, settings.registry_url, missing, messages)
+        out["worker"] = _worker(ctx, ns, missing, messages)
+    ours, peer = out["worker"].get("events_per_s"), out["quix"].get("events_per_s")
+    out["ratio"] = ours / peer if ours and peer else None
+    return out
+
+
+def _quix(ctx: Context, prefix: str, registry: str, topic: str, expected: int) -> dict[str, Any]:
+    python = _quix_python()
+    if python is None:
+        return {
+            "error": "quixstreams is not installed (bench/README.md, Setting up)",
+            "messages": 0,
+        }
+    result = ctx.log_dir / "peer-quix-result.json"
+    state_dir = ctx.base.home / "bench-state" / prefix.rstrip(".")
+    cmd = [
+        str(python),
+        "-m",
+        "bench.quix_peer",
+        "--registry",
+        registry,
+        "--topic",
+        topic,
+        "--alerts-topic",
+        f"{prefix}quix-alerts",
+        "--group",
+        f"{prefix}quix-repeat-missing",
+        "--state-dir",
+        str(state_dir),
+        "--expected",
+        str(expected),
+        "--max-seconds",
+        str(ctx.stage_cap_s),
+        "--result",
+        str(result),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    ctx.log_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        (ctx.log_dir / "peer-quix.log").open("ab") as log,
+        bar(total=expected, desc="quixstreams peer", unit=" msgs") as progress,
+    ):
+        proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        cpu_start = time.time()
+        cpu = 0.0
+        while proc.poll() is None:
+            cpu = proc_cpu_seconds(proc.pid) or cpu
+            progress.set_postfix_str(f"cpu {cpu:.0f} s", refresh=False)
+            progress.update(0)
+            time.sleep(0.5)
+            if time.time() - cpu_start > ctx.stage_cap_s + 300:
+                proc.kill()
+    if not result.exists():
+        log_path = ctx.log_dir / "peer-quix.log"
+        return {
+            "error": f"the peer exited {proc.returncode} without a result; see {log_path}",
+            "messages": 0,
+        }
+    figures: dict[str, Any] = json.loads(result.read_text())
+    figures["cpu_seconds"] = cpu
+    return figures
+
+
+def _quix_python() -> Path | None:
+    """The bench virtualenv's Python if there is one, else ours if it has quixstreams (the bench extra)."""
+    own = BENCH_VENV / "bin" / "python"
+    if own.exists():
+        return own
+    if importlib.util.find_spec("quixstreams") is not None:
+        return Path(sys.executable)
+    return None
+
+
+def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str, Any]:
+    port = free_port()
+    worker = ns.start_worker(port, log_name="worker-alone")
+    first: tuple[float, float] | None = None
+    last: tuple[float, float] = (time.time(), 0.0)
+    cpu_first = 0.0
+    started = time.time()
+    with bar(total=expected, desc="our worker", unit=" msgs") as progress:
+        while True:
+            now = time.time()
+            try:
+                count = metric_sum(scrape(port), "hubstream_events_in_total", topic=topic)
+            except OSError:
+                count = 0.0  # not serving yet
+            if count > 0 and first is None:
+                first, cpu_first = (now, count), proc_cpu_seconds(worker.pid) or 0.0
+            last = (now, count)
+            progress.update(int(count) - progress.n)
+            if count >= expected or (first is not None and now - first[0] > ctx.stage_cap_s):
+                break
+            if first is None and now - started > 300:
+                raise TimeoutError("our worker processed nothing in 300 s")
+            time.sleep(0.25)
+    cpu = (proc_cpu_seconds(worker.pid) or 0.0) - cpu_first
+    ns.stop(worker)
+    if first is None:
+        return {"error": "our worker processed nothing", "messages": 0}
+    elapsed = last[0] - first[0]
+    alerts = _count_alerts(ctx.log_dir / f"{ns.name}-worker-alone.log")
+    return {
+        "messages": int(last[1]),
+        "expected": expected,
+        "finished": last[1] >= expected,
+        "seconds": elapsed,
+        "startup_seconds": first[0] - started,
+        "events_per_s": rate(last[1] - first[1], elapsed),
+        "cpu_seconds": cpu,
+        "cpu_utilisation": rate(cpu, elapsed),
+        "repeat_missing_alerts": alerts,
+    }
+
+
+def _count_alerts(log: Path) -> int:
+    # The worker logs each alert it raises at INFO ("alert <rule> <id> ...").
+    try:
+        return sum(
+            1 for line in log.read_text(errors="replace").splitlines() if "] alert repeat_missing " in line
+        )
+    except OSError:
+        return 0
