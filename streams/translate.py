@@ -12,7 +12,7 @@ from typing import Any
 
 from streams import rules
 from streams.rules import _json
-from streams.rules.events import ENTITY_KINDS, EntityKind
+from streams.rules.events import ENTITY_KINDS, EntityKind, normalise_phone, normalise_vrm
 
 _OBJECT_ENTITY: dict[str, EntityKind] = {
     "vehicle": "vehicle", "phone": "phone", "online_handle": "online_handle"
@@ -48,8 +48,13 @@ def missing_event(record: dict[str, Any]) -> rules.RuleEvent | None:
     return None
 
 
+_NORMALISE = {"vehicle": normalise_vrm, "phone": normalise_phone}
+
+
 def _entity(kind: EntityKind, value: str) -> rules.Entity:
-    return rules.Entity(kind, rules.normalise_vrm(value) if kind == "vehicle" else value.strip())
+    # The same vehicle or phone written two ways must be one entity for the association rule.
+    normalise = _NORMALISE.get(kind)
+    return rules.Entity(kind, normalise(value) if normalise else value.strip())
 
 
 def intelligence_event(record: dict[str, Any]) -> rules.IntelligenceReport:

@@ -65,6 +65,18 @@ def normalise_vrm(raw: str) -> str:
     return vrm
 
 
+def normalise_phone(raw: str) -> str:
+    """A UK phone number as a key: digits only, +44 written as 0 ("+44 7700 900123" -> "07700900123")."""
+    if not isinstance(raw, str):
+        raise RuleInputError(f"phone must be a string, got {raw!r}")
+    digits = "".join(c for c in raw if c.isdigit())
+    if raw.strip().startswith("+44") or (digits.startswith("44") and len(digits) == 12):
+        digits = "0" + digits[2:]
+    if not digits:
+        raise RuleInputError(f"phone must contain digits, got {raw!r}")
+    return digits
+
+
 @dataclass(frozen=True)
 class Location:
     lat: float

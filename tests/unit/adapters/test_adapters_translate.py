@@ -108,7 +108,7 @@ def test_phones_and_handles_become_entities_and_other_objects_are_dropped() -> N
     ]
     report = translate.intelligence_event(intelligence_record(objects=objects))
     assert report.entities == (
-        rules.Entity("online_handle", "@someone"), rules.Entity("phone", "07700 900123"),
+        rules.Entity("online_handle", "@someone"), rules.Entity("phone", "07700900123"),
     )
 
 

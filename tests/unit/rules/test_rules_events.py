@@ -109,3 +109,20 @@ def test_report_children_must_be_a_tuple_of_strings() -> None:
             handling_code=None,
             handling_conditions=None,
         )
+
+
+def test_the_same_phone_written_three_ways_is_one_key() -> None:
+    from streams.rules.events import normalise_phone
+
+    assert normalise_phone("07700 900123") == normalise_phone("+44 7700 900123") == "07700900123"
+    assert normalise_phone("07700-900-123") == "07700900123"
+
+
+def test_a_phone_without_digits_is_refused_naming_the_value() -> None:
+    import pytest
+
+    from streams.rules.errors import RuleInputError
+    from streams.rules.events import normalise_phone
+
+    with pytest.raises(RuleInputError, match="phone must contain digits, got 'unknown'"):
+        normalise_phone("unknown")
