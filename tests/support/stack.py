@@ -185,6 +185,6 @@ def wait_for_worker(ns: Namespace, group: str, *, timeout_s: float = 120.0) -> N
         for proc in ns.processes:
             if proc.poll() is not None:
                 logs = f".local/test-logs/{ns.prefix}*"
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see {logs}")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; see {logs}")
 
     wait_for_group(ns.settings, group, worker_topics(group), timeout_s=timeout_s, still_running=check_alive)
