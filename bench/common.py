@@ -510,7 +510,7 @@ def query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql, params)
+            cur.execute(sql, params or None)  # no parameters: a % in the SQL is a plain %
             return list(cur.fetchall())
     finally:
         conn.close()

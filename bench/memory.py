@@ -46,18 +46,23 @@ def run(ctx: Context) -> dict[str, Any]:
             while worker.poll() is None:
                 now = time.time()
                 try:
-                    done = int(metric_sum(scrape(port), "hubstream_events_in_total", topic=missing))
+                    done: int | None = int(
+                        metric_sum(scrape(port, timeout_s=10.0), "hubstream_events_in_total", topic=missing)
+                    )
                 except OSError:
-                    done = 0
+                    done = None  # not serving yet, or too busy to answer in time
                 memory = proc_memory_kib(worker.pid)
-                if done == 0:
-                    idle_hwm = memory.get("VmHWM", idle_hwm)
-                elif first_at is None:
-                    first_at = now
-                samples.append((now, done, memory.get("VmRSS", 0)))
-                progress.set_postfix_str(f"RSS {memory.get('VmRSS', 0) / 1024:,.0f} MiB", refresh=False)
-                progress.update(done - progress.n)
-                if done >= children or (first_at is not None and now - first_at > ctx.stage_cap_s):
+                if done is not None:
+                    if done == 0:
+                        idle_hwm = memory.get("VmHWM", idle_hwm)
+                    elif first_at is None:
+                        first_at = now
+                    samples.append((now, done, memory.get("VmRSS", 0)))
+                    progress.set_postfix_str(f"RSS {memory.get('VmRSS', 0) / 1024:,.0f} MiB", refresh=False)
+                    progress.update(done - progress.n)
+                    if done >= children:
+                        break
+                if first_at is not None and now - first_at > ctx.stage_cap_s:
                     break
                 if first_at is None and now - started > ctx.stage_cap_s + 600:
                     raise TimeoutError("the worker processed nothing")

@@ -150,14 +150,19 @@ def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str,
         while True:
             now = time.time()
             try:
-                count = metric_sum(scrape(port), "hubstream_events_in_total", topic=topic)
+                count: float | None = metric_sum(
+                    scrape(port, timeout_s=10.0), "hubstream_events_in_total", topic=topic
+                )
             except OSError:
-                count = 0.0  # not serving yet
-            if count > 0 and first is None:
-                first, cpu_first = (now, count), proc_cpu_seconds(worker.pid) or 0.0
-            last = (now, count)
-            progress.update(int(count) - progress.n)
-            if count >= expected or (first is not None and now - first[0] > ctx.stage_cap_s):
+                count = None  # not serving yet, or too busy to answer in time: keep the last reading
+            if count is not None:
+                if count > 0 and first is None:
+                    first, cpu_first = (now, count), proc_cpu_seconds(worker.pid) or 0.0
+                last = (now, count)
+                progress.update(int(count) - progress.n)
+                if count >= expected:
+                    break
+            if first is not None and now - first[0] > ctx.stage_cap_s:
                 break
             if first is None and now - started > 300:
                 raise TimeoutError("our worker processed nothing in 300 s")
