@@ -303,7 +303,7 @@ class Namespace:
     def start_worker(
         self, metrics_port: int, *, app_id: str | None = None, log_name: str = "worker"
     ) -> subprocess.Popen[bytes]:
-        extra = {"HUBSTREAM_WORKER_WEB_PORT": str(free_port())}
+        extra: dict[str, str] = {}
         if app_id:
             extra["HUBSTREAM_WORKER_ID"] = app_id
         return self.start(

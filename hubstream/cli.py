@@ -128,22 +128,26 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
 # -- stream worker and consumers ------------------------------------------------------------
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command()
 @click.option(
     "--metrics-port", type=int, default=19101, show_default=True, help="Serve /metrics here; 0 = off."
 )
-@click.pass_context
-def worker(ctx: click.Context, metrics_port: int) -> None:
-    """Start the stream processors (a faust worker); extra arguments go to faust's `worker` command.
+@click.option(
+    "--max-batch", type=click.IntRange(1, 100_000), default=5000, show_default=True,
+    help="Most messages handled, written and committed together.",
+)
+def worker(metrics_port: int, max_batch: int) -> None:
+    """Start the stream processors: correlate agency events into alerts and health flags.
 
-    Several workers share the work through Kafka partitions: start more with different
-    --web-port values.
+    Several workers share the work through Kafka partitions (give each its own --metrics-port).
+    State is kept in memory and in compacted changelog topics, read back when a worker is
+    given a partition. Stop with Ctrl-C or SIGTERM: the batch in hand is finished first.
     """
     from hubstream.metrics import serve
     from streams.worker import run_worker
 
     serve(metrics_port)
-    run_worker(list(ctx.args))
+    run_worker(max_batch=max_batch)
 
 
 @cli.group()

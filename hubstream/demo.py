@@ -111,7 +111,7 @@ def run_demo(base: Settings, *, seed: int, days: int, children: int) -> None:
     with log_path.open("wb") as log:
         worker = subprocess.Popen(
             [str(Path(sys.executable).parent / "hubstream"), "worker", "--metrics-port", "0"],
-            env={**os.environ, "HUBSTREAM_WORKER_WEB_PORT": "16099"}, stdout=log, stderr=subprocess.STDOUT,
+            env=os.environ, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
             with tqdm(desc="  worker", unit=" msgs", file=sys.stderr) as bar:

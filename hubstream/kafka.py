@@ -24,6 +24,26 @@ def connection(settings: Settings, principal: str) -> dict[str, Any]:
     return kafka_security.client_config(principal, settings)
 
 
+def librdkafka_config(settings: Settings, principal: str, **overrides: Any) -> dict[str, Any]:
+    """confluent-kafka (librdkafka) configuration for ``principal``: the same listener and
+    credentials as :func:`connection`, in librdkafka's names."""
+    config: dict[str, Any] = {"client.id": f"hubstream-{principal}"}
+    if settings.kafka_security == "plaintext":
+        config["bootstrap.servers"] = settings.bootstrap_servers
+    else:
+        secure = kafka_security.client_config(principal, settings)
+        config |= {
+            "bootstrap.servers": secure["bootstrap_servers"],
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": secure["sasl_mechanism"],
+            "sasl.username": principal,
+            "sasl.password": secure["sasl_plain_password"],
+            "ssl.ca.location": secure["ssl_cafile"],
+            "ssl.endpoint.identification.algorithm": "https",
+        }
+    return config | overrides
+
+
 def faust_broker(settings: Settings, principal: str) -> dict[str, Any]:
     """faust App settings (broker URL and credentials) for ``principal``."""
     if settings.kafka_security == "plaintext":

@@ -26,6 +26,14 @@ EVENT_TO_ALERT_SECONDS = Histogram(
     "hubstream_publish_to_alert_seconds", "From the triggering event's publication to the alert being sent.",
     ["rule"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+WORKER_BATCH_SIZE = Histogram(
+    "hubstream_worker_batch_size", "Messages per batch the stream worker handled and committed.",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000),
+)
+WORKER_BATCH_SECONDS = Histogram(
+    "hubstream_worker_batch_seconds", "Time to handle a batch, write its outputs and commit it.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 CONSUMER_LAG = Gauge("hubstream_consumer_lag", "Messages not yet consumed, per topic and partition.",
                      ["group", "topic", "partition"])
 

@@ -192,7 +192,6 @@ def test_prometheus_scrapes_the_worker_and_hub_consumer_metrics(
         "--metrics-port",
         str(prometheus.worker_port),
         log_name="worker",
-        extra_env={"HUBSTREAM_WORKER_WEB_PORT": str(free_port())},
     )
     ns.start("consume", "hub", "--metrics-port", str(prometheus.hub_port), log_name="hub-consumer")
     story = county_story()

@@ -7,8 +7,6 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from hubstream import topics
 from hubstream.settings import Settings
 from producers.publish import publish_lines
@@ -78,11 +76,10 @@ def alerts_on(ns: Namespace) -> list[dict[str, object]]:
     return [record for _, record in decoded(ns.settings, ns.topic(topics.ALERTS))]
 
 
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_worker_raises_exactly_the_alerts_the_rules_define(ns: Namespace, store: str) -> None:
+def test_worker_raises_exactly_the_alerts_the_rules_define(ns: Namespace) -> None:
     story = county_story()
     publish(ns.settings, story)
-    ns.start_worker(store=store)
+    ns.start_worker()
     wait_for_worker(ns, f"{ns.prefix}hubstream-worker")
 
     alerts = alerts_on(ns)

@@ -68,10 +68,8 @@ class Namespace:
         self.processes.append(proc)
         return proc
 
-    def start_worker(
-        self, name: str = "worker", app_id: str | None = None, store: str = "memory://"
-    ) -> subprocess.Popen[bytes]:
-        extra = {"HUBSTREAM_WORKER_WEB_PORT": str(free_port()), "HUBSTREAM_WORKER_STORE": store}
+    def start_worker(self, name: str = "worker", app_id: str | None = None) -> subprocess.Popen[bytes]:
+        extra: dict[str, str] = {}
         if app_id:
             extra["HUBSTREAM_WORKER_ID"] = app_id
         return self.start("worker", "--metrics-port", "0", log_name=name, extra_env=extra)

@@ -1,0 +1,352 @@
+"""A lean stream engine: batches from Kafka, state per partition, outputs flushed before commits.
+
+One consumer group reads the input topics in batches (librdkafka through confluent-kafka).
+Each message goes to the handler of its topic, which reads and writes :class:`Table` state and
+sends outputs through the :class:`Batch`. At the end of a batch the engine writes one changelog
+message per state key the batch changed, waits until the broker has acknowledged every output
+and changelog message, and only then commits the batch's offsets.
+
+That is at-least-once: a worker that dies between its outputs and its commit handles the batch
+again on restart. The rules ignore an event they have seen (matched on event id) and every
+alert id is deterministic, so a batch handled twice changes no state and raises no new alert;
+the case stores write each alert id once.
+
+State lives in memory, per source partition. A table's compacted changelog is partitioned like
+its source topic: when a worker is given a partition it first reads the changelog partition
+back, and when the partition is taken away its state is dropped. Rebalancing is cooperative,
+so partitions a worker keeps are neither revoked nor read back.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from hubstream.metrics import EVENTS_IN, EVENTS_OUT, WORKER_BATCH_SECONDS, WORKER_BATCH_SIZE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed message, as handlers see it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+class Table:
+    """Keyed state of one kind, held per partition of its source topic.
+
+    ``encode``/``decode`` turn a value into the bytes of its changelog message and back;
+    ``None`` deletes the key (a tombstone in the changelog).
+    """
+
+    def __init__(
+        self, name: str, source: str, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.encode = encode
+        self.decode = decode
+        self.changelog = ""  # set when the engine is built: <app id>-<name>-changelog
+        self.partitions: dict[int, dict[str, Any]] = {}
+        self.changed: set[tuple[int, str]] = set()
+
+    def get(self, partition: int, key: str) -> Any:
+        return self.partitions[partition].get(key)
+
+    def set(self, partition: int, key: str, value: Any) -> None:
+        """Store ``value`` (``None`` deletes); the changelog is written at the end of the batch."""
+        if value is None:
+            self.partitions[partition].pop(key, None)
+        else:
+            self.partitions[partition][key] = value
+        self.changed.add((partition, key))
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys in self.partitions.values())
+
+
+@dataclass
+class Batch:
+    """What handlers send while a batch is handled; produced by the engine."""
+
+    outputs: list[tuple[str, bytes | None, bytes, int | None]] = field(default_factory=list)
+    events_in: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def send(self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None = None) -> None:
+        self.outputs.append((topic, key, value, timestamp_ms))
+
+    def consumed(self, topic: str, schema: str) -> None:
+        self.events_in[(topic, schema)] += 1
+
+
+Handler = Callable[[Record, Batch], None]
+
+
+class DeliveryFailed(RuntimeError):
+    pass
+
+
+class Engine:
+    """Runs ``handlers`` (one per input topic) over the group ``app_id`` until stopped."""
+
+    def __init__(
+        self,
+        app_id: str,
+        handlers: dict[str, Handler],
+        tables: Iterable[Table],
+        consumer_config: dict[str, Any],
+        producer_config: dict[str, Any],
+        *,
+        max_batch: int = 5000,
+        poll_timeout_s: float = 0.05,
+    ) -> None:
+        self.app_id = app_id
+        self.handlers = handlers
+        self.tables = list(tables)
+        for table in self.tables:
+            if table.source not in handlers:
+                raise ValueError(f"table {table.name} is fed by {table.source}, which no handler reads")
+            table.changelog = f"{app_id}-{table.name}-changelog"
+        self.max_batch = max_batch
+        self.poll_timeout_s = poll_timeout_s
+        self.consumer = Consumer(
+            {
+                **consumer_config,
+                "group.id": app_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "max.poll.interval.ms": 600_000,  # reading back a large changelog happens inside a poll
+            }
+        )
+        self.restorer = Consumer(
+            {
+                **consumer_config,
+                "group.id": f"{app_id}-restore",  # never subscribes or commits: assigned partitions only
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        self.producer = Producer(
+            {
+                **producer_config,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "delivery.report.only.error": True,
+            }
+        )
+        self.failures: list[str] = []
+        self.running = False
+        self.handled = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self, *, install_signal_handlers: bool = True) -> None:
+        if install_signal_handlers:
+            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            signal.signal(signal.SIGINT, lambda *_: self.stop())
+        self.running = True
+        self.consumer.subscribe(
+            list(self.handlers), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
+        )
+        log.info("worker %s reading %s", self.app_id, ", ".join(self.handlers))
+        try:
+            while self.running:
+                messages = self.consumer.consume(self.max_batch, self.poll_timeout_s)
+                if messages:
+                    self._handle(messages)
+                else:
+                    self.producer.poll(0)
+        finally:
+            self.producer.flush(30)
+            self.consumer.close()
+            self.restorer.close()
+            log.info("worker %s stopped after %d events", self.app_id, self.handled)
+
+    def stop(self) -> None:
+        self.running = False
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _handle(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        batch = Batch()
+        offsets: dict[tuple[str, int], int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(error)
+            topic: str = message.topic()
+            partition: int = message.partition()
+            offset: int = message.offset()
+            value = message.value()
+            record = Record(topic, partition, offset, message.key(), value or b"", message.timestamp()[1])
+            self.handlers[topic](record, batch)
+            offsets[(topic, partition)] = offset + 1
+        for table in self.tables:
+            for partition, key in table.changed:
+                state = table.partitions.get(partition, {}).get(key)
+                data = None if state is None else table.encode(state)
+                self._produce(table.changelog, key.encode(), data, partition=partition)
+            table.changed.clear()
+        out: Counter[str] = Counter()
+        for topic, out_key, value, timestamp_ms in batch.outputs:
+            self._produce(topic, out_key, value, timestamp_ms=timestamp_ms)
+            out[topic] += 1
+        self._flush()
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+        )
+        for (topic, schema), n in batch.events_in.items():
+            EVENTS_IN.labels(topic=topic, schema=schema).inc(n)
+        for topic, n in out.items():
+            EVENTS_OUT.labels(topic=topic).inc(n)
+        self.handled += len(messages)
+        WORKER_BATCH_SIZE.observe(len(messages))
+        WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if partition is not None:
+            extra["partition"] = partition
+        if timestamp_ms is not None:
+            extra["timestamp"] = timestamp_ms
+        while True:
+            try:
+                self.producer.produce(topic, value, key, on_delivery=self._delivered, **extra)
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # the local queue is full: let deliveries drain it
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
+
+    def _flush(self) -> None:
+        remaining = self.producer.flush(60)
+        if remaining:
+            raise DeliveryFailed(f"{remaining} messages not acknowledged within 60 s; offsets not committed")
+        if self.failures:
+            raise DeliveryFailed(
+                f"{len(self.failures)} messages refused by the broker, offsets not committed: "
+                + "; ".join(self.failures[:5])
+            )
+
+    # -- partitions coming and going ----------------------------------------------------------
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            for table in self.tables:
+                if table.source == tp.topic:
+                    table.partitions[tp.partition] = self._restore(table, tp.partition)
+        log.info("assigned %s", _names(partitions))
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            for table in self.tables:
+                if table.source == tp.topic:
+                    table.partitions.pop(tp.partition, None)
+        log.info("revoked %s", _names(partitions))
+
+    def _restore(self, table: Table, partition: int) -> dict[str, Any]:
+        """The state of ``partition``, read back from the table's changelog."""
+        low, high = self._offsets_of(TopicPartition(table.changelog, partition))
+        state: dict[str, Any] = {}
+        if high <= low:
+            return state
+        started = time.monotonic()
+        self.restorer.assign([TopicPartition(table.changelog, partition, OFFSET_BEGINNING)])
+        try:
+            done = False
+            while not done:
+                for message in self.restorer.consume(10_000, 1.0):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            done = True
+                            continue
+                        raise KafkaException(error)
+                    key = message.key().decode()
+                    value = message.value()
+                    if value is None:
+                        state.pop(key, None)
+                    else:
+                        state[key] = table.decode(value)
+                    if message.offset() >= high - 1:
+                        done = True
+        finally:
+            self.restorer.unassign()
+        log.info(
+            "restored %s[%d]: %d keys in %.1f s",
+            table.changelog,
+            partition,
+            len(state),
+            time.monotonic() - started,
+        )
+        return state
+
+    def _offsets_of(self, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:
+        """(low, high) offsets of a partition, waiting out a topic the broker is still making."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                low, high = self.restorer.get_watermark_offsets(tp, timeout=10)
+                return int(low), int(high)
+            except KafkaException as exc:
+                if (
+                    (not exc.args[0].retriable()
+                    and exc.args[0].code() not in _NOT_READY)
+                    or time.monotonic() > deadline
+                ):
+                    raise
+                time.sleep(0.2)
+
+
+_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,53 @@
+"""Hotspots: located observations re-keyed by coarse H3 cell, scored over a sliding window."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from hubstream import topics as catalogue
+from streams import rules, translate
+from streams.app import HOTSPOT_OBSERVATIONS, dead_letter, rule_config, send_alerts, state_table
+from streams.engine import Batch, Record
+from streams.rules import hotspot
+from streams.watermarks import MergedWatermark
+
+states = state_table("hotspot", HOTSPOT_OBSERVATIONS, hotspot.HotspotState)
+# Fed by every partition of the missing-episode and both intelligence topics.
+merged = MergedWatermark(
+    sum(
+        t.partitions
+        for t in (catalogue.MISSING_EPISODES, catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE)
+    )
+)
+
+
+def forward_to_hotspots(event: rules.RuleEvent, source: Record, watermark: datetime, batch: Batch) -> None:
+    area = getattr(event, "area", None)
+    if area is None:
+        return
+    keys = hotspot.keys_for_event(event, rule_config.hotspot.for_area(area))
+    if keys:
+        data = translate.event_to_bytes(event, source.source, watermark)
+        for key in keys:
+            batch.send(HOTSPOT_OBSERVATIONS, key.encode(), data, source.timestamp_ms)
+
+
+def hotspots(record: Record, batch: Batch) -> None:
+    try:
+        rule_event, source, source_mark = translate.event_from_bytes(record.value)
+        cell = (record.key or b"").decode()
+        if isinstance(rule_event, rules.ReturnInterview):  # has no place, so is never forwarded here
+            raise rules.MisroutedEventError(
+                f"return interview {rule_event.event_id!r} on hotspot cell {cell}"
+            )
+        settings = rule_config.hotspot.for_area(rule_event.area)
+        state = states.get(record.partition, cell) or hotspot.initial(cell)
+        state, alerts = hotspot.apply(state, rule_event, settings)
+        watermark = merged.observe(record.source, source, source_mark)
+        if watermark is not None:
+            state, _ = hotspot.advance(state, watermark, settings)
+        states.set(record.partition, cell, state)
+    except rules.RuleInputError as exc:
+        dead_letter(record, batch, str(exc), None, "process")
+        return
+    send_alerts(alerts, batch, record)

@@ -1,0 +1,129 @@
+"""Missing episodes: repeat missing and return-interview-overdue, per child.
+
+The topic is keyed by child, so each child's state lives with its partition. Located
+episodes are also re-keyed onto the hotspot topic.
+"""
+
+from __future__ import annotations
+
+import heapq
+from datetime import datetime
+
+from hubstream.protect import pseudonym
+from streams import rules, translate
+from streams.app import (
+    MISSING,
+    dead_letter,
+    decode,
+    json_table,
+    observe,
+    rule_config,
+    send_alerts,
+    state_table,
+)
+from streams.engine import Batch, Record
+from streams.hotspot.handlers import forward_to_hotspots
+from streams.rules import repeat_missing, return_interview
+
+repeat_states = state_table("repeat-missing", MISSING, repeat_missing.RepeatMissingState)
+interview_states = state_table("return-interview", MISSING, return_interview.ReturnInterviewState)
+# Children with a return whose interview deadline has not passed, keyed by the child's
+# pseudonym: {"child", "deadline" (ISO, UTC), "area"}. Small (returns of the last few days),
+# and restored with the partition, so a restarted worker still raises what falls due.
+due = json_table("return-interview-due", MISSING)
+# Per partition, the same entries ordered by deadline (built from the table when first needed,
+# so also after a restore). Entries the table no longer holds are skipped when they surface.
+_queues: dict[int, tuple[int, list[tuple[str, str]]]] = {}
+
+
+def _queue(partition: int) -> list[tuple[str, str]]:
+    entries = due.partitions[partition]
+    held = _queues.get(partition)
+    if held is None or held[0] != id(entries):
+        queue = [(entry["deadline"], key) for key, entry in entries.items()]
+        heapq.heapify(queue)
+        _queues[partition] = held = (id(entries), queue)
+    return held[1]
+
+
+def _next_deadline(
+    state: return_interview.ReturnInterviewState, settings: rules.ReturnInterviewSettings
+) -> datetime | None:
+    pending = [
+        d for e in state.episodes
+        if e.overdue_alert_id is None and (d := e.deadline(settings)) is not None
+        and not any(i.occurred_at <= d for i in e.interviews)
+    ]
+    return min(pending, default=None)
+
+
+def _track(partition: int, child: str, area: str, deadline: datetime | None) -> None:
+    key = pseudonym(child)
+    held = due.get(partition, key)
+    if deadline is None:
+        if held is not None:
+            due.set(partition, key, None)
+        return
+    mark = deadline.isoformat()
+    if held is not None and held["deadline"] == mark:
+        return
+    due.set(partition, key, {"child": child, "deadline": mark, "area": area})
+    heapq.heappush(_queue(partition), (mark, key))
+
+
+def _interview_step(
+    partition: int, child: str, area: str, event: rules.RuleEvent | None, watermark: datetime
+) -> list[rules.Alert]:
+    settings = rule_config.return_interview.for_area(area)
+    key = pseudonym(child)
+    state = interview_states.get(partition, key) or return_interview.initial(child)
+    alerts: list[rules.Alert] = []
+    if event is not None:
+        state, alerts = return_interview.apply(state, event, settings)
+    state, more = return_interview.advance(state, watermark, settings)
+    interview_states.set(partition, key, state)
+    _track(partition, child, area, _next_deadline(state, settings))
+    return alerts + more
+
+
+def _falling_due(partition: int, watermark: datetime) -> list[tuple[str, str]]:
+    """(child, area) of every tracked deadline the watermark has reached."""
+    queue = _queue(partition)
+    mark = watermark.isoformat()  # ISO strings of UTC datetimes sort as the datetimes do
+    found: dict[str, tuple[str, str]] = {}
+    while queue and queue[0][0] <= mark:
+        deadline, key = heapq.heappop(queue)
+        entry = due.get(partition, key)
+        if entry is not None and entry["deadline"] == deadline:
+            found[key] = (entry["child"], entry["area"])
+    return sorted(found.values())
+
+
+def missing_episodes(record: Record, batch: Batch) -> None:
+    value = decode(record, batch, "MissingEpisodeEvent")
+    if value is None:
+        return
+    partition = record.partition
+    try:
+        rule_event = translate.missing_event(value)
+        watermark = observe(record, value["occurred_at"])
+        alerts: list[rules.Alert] = []
+        child = value["person_key"]
+        if isinstance(rule_event, rules.MissingReported):
+            settings = rule_config.repeat_missing.for_area(rule_event.area)
+            key = pseudonym(child)
+            state = repeat_states.get(partition, key) or repeat_missing.initial(child)
+            state, alerts = repeat_missing.apply(state, rule_event, settings)
+            state, _ = repeat_missing.advance(state, watermark, settings)
+            repeat_states.set(partition, key, state)
+        elif isinstance(rule_event, (rules.ChildReturned, rules.ReturnInterview)):
+            alerts = _interview_step(partition, child, value["area"], rule_event, watermark)
+        # Deadlines this event's time has passed, the current child's included (advance is idempotent).
+        for due_child, area in _falling_due(partition, watermark):
+            alerts += _interview_step(partition, due_child, area, None, watermark)
+    except rules.RuleInputError as exc:
+        dead_letter(record, batch, str(exc), None, "process")
+        return
+    send_alerts(alerts, batch, record)
+    if rule_event is not None:
+        forward_to_hotspots(rule_event, record, watermark, batch)
