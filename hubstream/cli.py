@@ -30,7 +30,7 @@ def cli(log_level: str) -> None:
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     # The client libraries are chatty at INFO; their warnings still show.
-    for noisy in ("kafka", "aiokafka", "faust", "mode"):
+    for noisy in ("kafka",):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

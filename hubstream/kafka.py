@@ -44,16 +44,6 @@ def librdkafka_config(settings: Settings, principal: str, **overrides: Any) -> d
     return config | overrides
 
 
-def faust_broker(settings: Settings, principal: str) -> dict[str, Any]:
-    """faust App settings (broker URL and credentials) for ``principal``."""
-    if settings.kafka_security == "plaintext":
-        return {"broker": f"kafka://{settings.bootstrap_servers}"}
-    return {
-        "broker": kafka_security.faust_broker_url(settings),
-        "broker_credentials": kafka_security.faust_broker_credentials(principal, settings),
-    }
-
-
 def admin(settings: Settings, principal: str = "admin") -> KafkaAdminClient:
     return KafkaAdminClient(client_id="hubstream-admin", **connection(settings, principal))
 

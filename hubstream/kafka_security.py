@@ -341,26 +341,6 @@ def tls_context(settings: Settings | None = None) -> ssl.SSLContext:
     return context
 
 
-def faust_broker_url(settings: Settings | None = None) -> str:
-    return f"kafka://{secure_bootstrap_servers(settings)}"
-
-
-def faust_broker_credentials(principal: str, settings: Settings | None = None) -> Any:
-    """faust ``broker_credentials`` for the secure listener: SASL_SSL, SCRAM-SHA-512, our CA.
-
-    Pass with ``broker=faust_broker_url()``. faust is imported here so that producers and
-    consumers, which never use it, do not pay for importing it.
-    """
-    import faust
-
-    return faust.SASLCredentials(
-        username=principal,
-        password=password_for(principal, settings),
-        ssl_context=tls_context(settings),
-        mechanism=SCRAM_MECHANISM,
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Commands
 

@@ -17,9 +17,29 @@ from streams.rules.errors import RuleInputError
 T = TypeVar("T")
 
 
+# Per dataclass, worked out once: resolving type hints on every decode cost more than the decode.
+_NAMES: dict[type[Any], tuple[str, ...]] = {}
+_TYPES: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def _field_types(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
+    found = _TYPES.get(cls)
+    if found is None:
+        hints = get_type_hints(cls)
+        found = _TYPES[cls] = tuple((f.name, hints[f.name]) for f in fields(cls))
+    return found
+
+
 def encode(value: object) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in fields(value)}
+    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
+        return {name: encode(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, datetime):
         return to_iso(value)
     if isinstance(value, tuple):
@@ -76,10 +96,9 @@ def _decode_tuple(tp: Any, raw: object, path: str) -> tuple[Any, ...]:
 def _decode_dataclass(tp: type[Any], raw: object, path: str) -> Any:
     if not isinstance(raw, dict):
         raise RuleInputError(f"{path} must be an object, got {raw!r}")
-    hints = get_type_hints(tp)
     kwargs = {}
-    for f in fields(tp):
-        if f.name not in raw:
-            raise RuleInputError(f"{path}.{f.name} is missing")
-        kwargs[f.name] = _decode(hints[f.name], raw[f.name], f"{path}.{f.name}")
+    for name, hint in _field_types(tp):
+        if name not in raw:
+            raise RuleInputError(f"{path}.{name} is missing")
+        kwargs[name] = _decode(hint, raw[name], f"{path}.{name}")
     return tp(**kwargs)

@@ -18,13 +18,10 @@ kafka-python 3.0.12 behaviours these tests rely on (and pin down):
 from __future__ import annotations
 
 import importlib.util
-import os
 import socket
 import ssl
 import struct
-import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +40,6 @@ from kafka.errors import (
 )
 
 from hubstream import kafka_security, topics
-from hubstream.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +60,7 @@ def _granted(principal: str, resource: str, name: str, operation: str) -> bool:
 
 def _idempotent(principal: str) -> bool:
     """kafka-python's default (idempotent) producer needs IDEMPOTENT_WRITE on the cluster; a
-    principal without it (the faust worker) publishes non-idempotently, as faust does."""
+    principal without it (the worker) gets a non-idempotent kafka-python producer here."""
     return _granted(principal, "cluster", "", "IDEMPOTENT_WRITE")
 
 
@@ -422,87 +418,3 @@ def test_broker_certificate_is_checked_by_clients() -> None:
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         with pytest.raises(ssl.SSLError):
             old.wrap_socket(raw, server_hostname=host)  # the broker offers TLS 1.3 only
-
-
-# --------------------------------------------------------------------------------------------
-# faust as the worker principal
-
-
-FAUST_APP = """
-import os, sys
-import faust
-from hubstream import kafka_security
-
-prefix = os.environ["HUBSTREAM_TOPIC_PREFIX"]
-app = faust.App(
-    prefix + "hubstream-worker",
-    broker=kafka_security.faust_broker_url(),
-    broker_credentials=kafka_security.faust_broker_credentials("worker"),
-    store="memory://", datadir=sys.argv[-1], autodiscover=False, web_enabled=False,
-    topic_partitions=1, topic_replication_factor=1, topic_allow_declare=True,
-    consumer_auto_offset_reset="earliest", processing_guarantee="at_least_once",
-)
-raw = {"key_serializer": "raw", "value_serializer": "raw"}
-source = app.topic(prefix + "hubstream.intelligence.police", **raw)
-alerts = app.topic(prefix + "hubstream.alerts", **raw)
-rekeyed = app.topic(f"{app.conf.id}-rekeyed", internal=True, partitions=1, **raw)
-seen = app.Table("seen", default=int, partitions=1)
-
-@app.agent(source)
-async def rekey(stream):
-    async for key, value in stream.items():
-        await rekeyed.send(key=key or b"none", value=value)
-
-@app.agent(rekeyed)
-async def alert(stream):
-    async for key, value in stream.items():
-        seen[key.decode()] += 1
-        await alerts.send(key=key, value=b"faust:" + value)
-
-if __name__ == "__main__":
-    sys.argv[1:] = ["worker", "-l", "info"]
-    app.main()
-"""
-
-
-def test_faust_runs_as_the_worker_principal(secure: SecureNamespace, tmp_path: Path) -> None:
-    """A faust app shaped like the worker (internal topic, changelogged table, agents) runs
-    on exactly the worker's grants: it creates its topics and turns intelligence into alerts."""
-    script = tmp_path / "faust_probe.py"
-    script.write_text(textwrap.dedent(FAUST_APP))
-    producer = secure.producer("police")
-    producer.send(secure.topic(topics.POLICE_INTELLIGENCE.base_name), key=b"child-1", value=b"r1").get(
-        timeout=15
-    )
-    producer.close()
-    log = (tmp_path / "faust.log").open("wb")
-    env = {**os.environ, "HUBSTREAM_TOPIC_PREFIX": secure.prefix, "PYTHONPATH": str(PROJECT_ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "data")],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-    )  # fmt: skip
-    try:
-        consumer = secure.consumer("hub")
-        tp = TopicPartition(secure.topic(topics.ALERTS.base_name), 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        found = False
-        deadline = time.monotonic() + 90
-        while not found and time.monotonic() < deadline and proc.poll() is None:
-            batches = consumer.poll(timeout_ms=1000)
-            found = any(r.value == b"faust:r1" for b in batches.values() for r in b)
-        consumer.close()
-        assert found, (
-            f"no faust alert; exit {proc.poll()}; log:\n{(tmp_path / 'faust.log').read_text()[-3000:]}"
-        )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-    made = set(secure.admin.list_topics())
-    assert secure.topic("hubstream-worker-seen-changelog") in made
-    assert secure.topic("hubstream-worker-rekeyed") in made

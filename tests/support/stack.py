@@ -68,11 +68,13 @@ class Namespace:
         self.processes.append(proc)
         return proc
 
-    def start_worker(self, name: str = "worker", app_id: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, *args: str, name: str = "worker", app_id: str | None = None
+    ) -> subprocess.Popen[bytes]:
         extra: dict[str, str] = {}
         if app_id:
             extra["HUBSTREAM_WORKER_ID"] = app_id
-        return self.start("worker", "--metrics-port", "0", log_name=name, extra_env=extra)
+        return self.start("worker", "--metrics-port", "0", *args, log_name=name, extra_env=extra)
 
     def stop_all(self) -> None:
         for proc in self.processes:
