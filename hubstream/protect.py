@@ -14,6 +14,8 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
+from functools import cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,12 +44,46 @@ def pseudonym(value: str, settings: Settings | None = None) -> str:
     return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+@cache
+def _aead(secret: bytes) -> AESGCM:
+    return AESGCM(secret)
+
+
+class _Nonces:
+    """Random 96-bit nonces, drawn from the OS a few thousand at a time: one system call per
+    message is a large share of publishing a report. A forked child starts with none, so two
+    processes never hand out the same bytes, and a lock keeps two threads from doing so."""
+
+    BATCH = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool, self._at, self._lock = b"", 0, threading.Lock()
+
+    def take(self) -> bytes:
+        with self._lock:
+            at = self._at
+            if at >= len(self._pool):
+                self._pool, at = os.urandom(NONCE_BYTES * self.BATCH), 0
+            self._at = at + NONCE_BYTES
+            return self._pool[at : at + NONCE_BYTES]
+
+
+_nonces = _Nonces()
+_AAD = ENCRYPTED_PREFIX.encode()
+
+
 def encrypt_narrative(plaintext: str, settings: Settings | None = None) -> str:
     if plaintext.startswith(ENCRYPTED_PREFIX):
         return plaintext  # already protected (a re-publish): never encrypt twice
-    aead = AESGCM(key("narrative", _home(settings)))
-    nonce = os.urandom(NONCE_BYTES)
-    sealed = aead.encrypt(nonce, plaintext.encode(), ENCRYPTED_PREFIX.encode())
+    aead = _aead(key("narrative", _home(settings)))
+    nonce = _nonces.take()
+    sealed = aead.encrypt(nonce, plaintext.encode(), _AAD)
     return ENCRYPTED_PREFIX + base64.b64encode(nonce + sealed).decode()
 
 

@@ -8,17 +8,20 @@ Bad lines never reach an event topic: they go to the dead-letter topic with the 
 from __future__ import annotations
 
 import json
+import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
-from kafka import KafkaProducer
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Producer as ConfluentProducer
 from tqdm import tqdm  # tqdm ships no type information
 
 import schemas
 from hubstream import kafka, topics
-from hubstream.deadletter import DeadLetters
+from hubstream.deadletter import encode_dead_letter
 from hubstream.protect import encrypt_narrative, pseudonym
 from hubstream.serde import Serde, serde_for
 from hubstream.settings import Settings
@@ -34,6 +37,7 @@ KINDS: dict[str, tuple[str, topics.Topic | None]] = {
 # A tuple, not a set: a line's "schema" may be any JSON value, lists included.
 AGENCY_SCHEMAS = tuple(dict.fromkeys(schema for schema, _ in KINDS.values() if schema))
 MAX_PROBLEMS_SHOWN = 1000
+log = logging.getLogger(__name__)
 _INTELLIGENCE_TOPICS = (topics.POLICE_INTELLIGENCE.name, topics.PARTNER_INTELLIGENCE.name)
 
 
@@ -51,11 +55,18 @@ def topic_for(schema: str, record: dict[str, Any]) -> topics.Topic:
 def key_for(schema: str, record: dict[str, Any]) -> bytes:
     """The record key: a keyed hash of the child (so one child's events stay in order on one
     partition) that shows no identifier on the broker, in logs or to partition tooling."""
+    return pseudonym(_subject(schema, record)).encode()
+
+
+def _subject(schema: str, record: dict[str, Any]) -> str:
+    """Whom the key stands for: the first child at risk a report names (else the report itself),
+    or the event's child."""
     if schema == "IntelligenceReport":
-        children: list[str] = [p["person_key"] for p in record["persons"] if p["role"] == "child_at_risk"]
-        key: str = children[0] if children else record["event_id"]
-        return pseudonym(key).encode()
-    return pseudonym(str(record["person_key"])).encode()
+        for person in record["persons"]:
+            if person["role"] == "child_at_risk":
+                return str(person["person_key"])
+        return str(record["event_id"])
+    return str(record["person_key"])
 
 
 def protect_fields(schema: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -75,12 +86,62 @@ def principal_for(schema: str, record: dict[str, Any]) -> str:
     return "police"  # missing episodes: the police missing-person units
 
 
+class DeliveryError(RuntimeError):
+    """Kafka refused or lost something the publisher had to deliver; the message names what."""
+
+
+class Producer(Protocol):
+    """What the publisher uses of a confluent-kafka Producer, so a test can hand it a fake."""
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = ..., *, on_delivery: Any = ...
+    ) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> int: ...
+
+
+# Delivery reports are served (and the local queue drained) every this many sends.
+POLL_EVERY = 1000
+# librdkafka's send queue, per producer: ample for a whole file, so sends rarely wait for room.
+QUEUE_MESSAGES = 500_000
+QUEUE_KBYTES = 1024 * 1024
+# Pseudonyms are cached per subject; a subject named again (most are) costs a dict lookup.
+MAX_CACHED_KEYS = 1_000_000
+
+
+def producer_config(settings: Settings, principal: str) -> dict[str, Any]:
+    """librdkafka settings for publishing as ``principal``: acks from every in-sync replica and
+    idempotence (so retries neither duplicate nor reorder a partition), and Java's murmur2
+    partitioner, the one kafka-python, faust and the Java clients use, so a child's key lands on
+    the same partition whichever client wrote its earlier events."""
+    return kafka.librdkafka_config(
+        settings,
+        principal,
+        **{
+            "acks": "all",
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+            "linger.ms": 20,
+            "compression.type": "none",
+            "queue.buffering.max.messages": QUEUE_MESSAGES,
+            "queue.buffering.max.kbytes": QUEUE_KBYTES,
+        },
+    )
+
+
 class Publisher:
     """Validates and sends agency events. Use as a context manager, or call close().
 
     With ``principal`` every event goes as that one agency (a real agency's system). Without,
     each event goes as its own agency's principal: for simulations and replays run by a process
     that holds every agency's credentials.
+
+    Sends are asynchronous (librdkafka batches them); each one's delivery report is checked.
+    ``flush()`` returns once every send so far is acknowledged by the broker or has failed: an
+    event that failed is in ``delivery_failures`` (named by ``ref`` or its event id), and a dead
+    letter that failed raises DeliveryError, since a rejected line must not vanish.
     """
 
     def __init__(
@@ -88,27 +149,41 @@ class Publisher:
         settings: Settings,
         *,
         principal: str | None = None,
-        producer: KafkaProducer | None = None,
+        producer: Producer | None = None,
         serde: Serde | None = None,
     ) -> None:
         self.settings = settings
         self.principal = principal
-        self._producers: dict[str, KafkaProducer] = {}
+        self._producers: dict[str, Producer] = {}
         self._fixed = producer
         self.serde = serde or serde_for(settings)
-        self.dead_letters = DeadLetters(self._producer_for(principal or "police"), self.serde)
         self.delivery_failures: list[str] = []
+        self.dead_letter_failures: list[str] = []
+        self.unconfirmed = 0  # sent, no delivery report yet
+        self._sends = 0
+        self._keys: dict[str, bytes] = {}
+        self._fatal: str | None = None
+        self.dead_letters = PublisherDeadLetters(self, principal or "police")
 
-    def _producer_for(self, principal: str) -> KafkaProducer:
+    def _producer_for(self, principal: str) -> Producer:
         if self._fixed is not None:
             return self._fixed
-        if principal not in self._producers:
-            self._producers[principal] = kafka.producer(self.settings, principal)
-        return self._producers[principal]
+        producer = self._producers.get(principal)
+        if producer is None:
+            config = producer_config(self.settings, principal)
+            config["error_cb"] = self._client_error
+            producer = self._producers[principal] = ConfluentProducer(config)
+        return producer
 
     def publish(self, schema: str, record: dict[str, Any], *, topic: str | None = None, ref: str = "") -> str:
         """Validate and send one record-form event; returns the topic it went to."""
-        record = schemas.validate(schema, record)
+        return self._send(schema, schemas.validate(schema, record), topic, ref)
+
+    def publish_json(self, schema: str, event: Any, *, topic: str | None = None, ref: str = "") -> str:
+        # from_json checks the structure and the domain rules as it converts: no second validate.
+        return self._send(schema, schemas.from_json(schema, event), topic, ref)
+
+    def _send(self, schema: str, record: dict[str, Any], topic: str | None, ref: str) -> str:
         routed = topic_for(schema, record).name
         if topic in _INTELLIGENCE_TOPICS and routed != topic:
             raise schemas.SchemaViolation(
@@ -119,23 +194,77 @@ class Publisher:
         target = topic or routed
         value = self.serde.encode(target, schema, protect_fields(schema, record))
         producer = self._producer_for(self.principal or principal_for(schema, record))
-        future = producer.send(target, key=key_for(schema, record), value=value)
-        future.add_errback(lambda exc: self.delivery_failures.append(f"{ref or record['event_id']}: {exc}"))
+        name = ref or str(record["event_id"])
+        self.produce(producer, target, self._key_for(schema, record), value, partial(self._delivered, name))
         return target
 
-    def publish_json(self, schema: str, event: Any, *, topic: str | None = None, ref: str = "") -> str:
-        return self.publish(schema, schemas.from_json(schema, event), topic=topic, ref=ref)
+    def _key_for(self, schema: str, record: dict[str, Any]) -> bytes:
+        subject = _subject(schema, record)
+        key = self._keys.get(subject)
+        if key is None:
+            if len(self._keys) >= MAX_CACHED_KEYS:
+                self._keys.clear()
+            key = self._keys[subject] = pseudonym(subject).encode()
+        return key
+
+    def produce(
+        self,
+        producer: Producer,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        report: Callable[[Any, Any], None],
+    ) -> None:
+        """Queue one message; ``report(error, message)`` is called with its delivery report."""
+        if self._fatal is not None:
+            raise DeliveryError(self._fatal)
+        self.unconfirmed += 1
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=report)
+                break
+            except BufferError:  # the local queue is full: wait for the broker to take some
+                producer.poll(0.05)
+            except KafkaException as exc:  # refused before queueing (say, no WRITE on the topic)
+                report(exc.args[0], _Refused(topic))
+                break
+        self._sends += 1
+        if self._sends % POLL_EVERY == 0:
+            for each in self._all():
+                each.poll(0)
+
+    def _delivered(self, name: str, error: Any, message: Any) -> None:
+        self.unconfirmed -= 1
+        if error is not None:
+            self.delivery_failures.append(f"{name}: {error.str()} (topic {message.topic()})")
+
+    def _dead_letter_delivered(self, name: str, error: Any, message: Any) -> None:
+        self.unconfirmed -= 1
+        if error is not None:
+            self.dead_letter_failures.append(f"dead letter for {name}: {error.str()}")
+
+    def _client_error(self, error: Any) -> None:
+        # Connection troubles are retried by librdkafka and surface as failed deliveries if they
+        # last; only fatal errors (say, idempotence lost) and refused credentials stop at once.
+        if error.fatal() or error.code() == KafkaError._AUTHENTICATION:
+            self._fatal = f"Kafka client error: {error.str()}"
 
     def flush(self) -> None:
+        """Wait until every send so far has its delivery report; raise when one cannot come."""
         for producer in self._all():
-            producer.flush()
+            while producer.flush(1.0) > 0:
+                if self._fatal is not None:
+                    raise DeliveryError(f"{self._fatal}; {self.unconfirmed} sends unconfirmed")
+        if self.unconfirmed:
+            raise DeliveryError(f"{self.unconfirmed} sends have no delivery report after flush")
+        if self.dead_letter_failures:
+            shown = "; ".join(self.dead_letter_failures[:10])
+            raise DeliveryError(f"{len(self.dead_letter_failures)} dead letters not delivered: {shown}")
 
     def close(self) -> None:
-        for producer in self._all():
-            producer.flush()
-            producer.close()
+        self.flush()
 
-    def _all(self) -> list[KafkaProducer]:
+    def _all(self) -> list[Producer]:
         return [self._fixed] if self._fixed is not None else list(self._producers.values())
 
     def __enter__(self) -> Publisher:
@@ -143,6 +272,40 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """Stands in for the message in the report of a send librdkafka refused outright."""
+
+    name: str
+
+    def topic(self) -> str:
+        return self.name
+
+
+class PublisherDeadLetters:
+    """Rejected lines to the dead-letter topic, through the publisher's producer, delivery checked."""
+
+    def __init__(self, publisher: Publisher, principal: str) -> None:
+        self.publisher = publisher
+        self.principal = principal
+        self.sent = 0
+
+    def send(
+        self, *, topic: str, partition: int | None, offset: int | None, key: bytes | None,
+        value: bytes | None, reason: str, field: str | None, stage: str,
+    ) -> None:
+        pub = self.publisher
+        data = encode_dead_letter(
+            pub.serde, topic=topic, partition=partition, offset=offset, key=key, value=value,
+            reason=reason, field=field, stage=stage,
+        )
+        name = reason.split(":", 1)[0]
+        report = partial(pub._dead_letter_delivered, name)
+        pub.produce(pub._producer_for(self.principal), topics.DEAD_LETTERS.name, key, data, report)
+        self.sent += 1
+        log.info("dead letter from %s (%s): %s", topic, stage, reason)
 
 
 class DeadLetterTarget(Protocol):

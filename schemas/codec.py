@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import fastavro
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import schemaless_reader
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas import binary
 from schemas import catalogue as cat
 from schemas.domain import CHECKS, Record
 from schemas.errors import DecodeError, SchemaError, SchemaViolation
@@ -74,15 +75,14 @@ def _header(schema_id: int) -> bytes:
 
 def encode(schema_id: int, name: str, record: Record) -> bytes:
     """Confluent-framed Avro bytes for a record (validate it first: this checks structure only)."""
-    schema = cat.parsed_schema(name)
-    buf = io.BytesIO()
-    buf.write(_header(schema_id))
+    write = binary.writer(name)  # UnknownSchema, listing the known names, for a name not ours
+    out = bytearray(_header(schema_id))
     try:
-        schemaless_writer(buf, schema, record)
-    except Exception as exc:  # fastavro raises many types; find the field and say it clearly
+        write(out, record)
+    except Exception as exc:  # a bad value fails in many ways; find the field and say it clearly
         validate(name, record)
         raise SchemaViolation("", record, f"could not encode as {name}: {exc}") from exc
-    return buf.getvalue()
+    return bytes(out)
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,14 @@ def nhs_number_problem(value: str) -> str | None:
     """
     if len(value) != 10 or not value.isascii() or not value.isdigit():
         return "NHS number must be exactly 10 digits, without spaces"
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
-    check = 11 - total % 11
+    # Written out on the ASCII codes (digit + 48, weights summing to 54): this runs for every
+    # child of every event, and a generator over the digits costs several times as much.
+    d = value.encode()
+    total = 10 * d[0] + 9 * d[1] + 8 * d[2] + 7 * d[3] + 6 * d[4] + 5 * d[5] + 4 * d[6] + 3 * d[7] + 2 * d[8]
+    check = 11 - (total - 48 * 54) % 11
     if check == 11:
         check = 0
-    if check == 10 or check != int(value[9]):
+    if check == 10 or check != d[9] - 48:
         return "NHS number fails the modulus-11 check digit"
     return None
 
