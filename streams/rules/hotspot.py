@@ -12,40 +12,52 @@ exactly the set of coarse cells whose centre cells can see it.
 
 Semantics:
 
-* An observation ``o`` (grouped by event id: the *anchor*) fires for coarse cell ``K`` when,
-  for some centre cell ``c`` within ``neighbour_rings`` of ``o``'s fine cell and with
+* An observation ``o`` (grouped by event id: the *anchor*) qualifies for coarse cell ``K``
+  when, for some centre cell ``c`` within ``neighbour_rings`` of ``o``'s fine cell and with
   ``cell_to_parent(c, report_resolution) == K``, the observations in ``c``'s neighbourhood
   with ``occurred_at`` in ``[o.t - days, o.t]`` (both inclusive) come from at least
   ``min_reports`` distinct events, ``min_agencies`` distinct agencies and name at least
   ``min_children`` distinct children.
-* One alert per (coarse cell, anchor event): id from (rule, ``K``, anchor event id,
-  settings), however many centre cells qualify; centres are tried in sorted order and the
-  first that qualifies gives the evidence. Subject is ``K``, never the fine cell, so an
-  alert never points at a single address. Window ``[o.t - days, o.t]``, ``raised_at`` =
-  ``o.t``, severity ``medium`` (the hub sets risk after triage).
-* Adding observations never un-qualifies an anchor, so any permutation of the same events
-  (with duplicates, matched on event id) fires the same alert ids.
-* ``advance`` drops observations older than ``watermark - days - allowed_lateness_days``;
-  events older than ``watermark - allowed_lateness_days`` raise :class:`LateEventError`.
+* Time is cut into *periods*: consecutive spans of ``days`` days aligned to Monday
+  1970-01-05T00:00Z (with ``days=7``, ISO weeks). ``K`` fires at most once per period, when
+  any anchor whose ``occurred_at`` falls in the period qualifies: the analysts want "this
+  place is a hotspot now", not one alert per report.
+* Alert id from (rule, ``K``, period start, settings). Adding observations never
+  un-qualifies an anchor, so any permutation of the same events (with duplicates, matched
+  on event id) fires the same alert ids. The *evidence* of a period's alert can depend on
+  arrival order, its id never does: it comes from the first anchor found to qualify (of
+  those evaluated together, the earliest by ``(occurred_at, event_id)``; centres tried in
+  sorted order). Subject is ``K``, never the fine cell, so an alert never points at a
+  single address. Window ``[o.t - days, o.t]``, ``raised_at`` = ``o.t``, severity
+  ``medium`` (the hub sets risk after triage).
+* ``advance`` drops observations older than ``watermark - days - allowed_lateness_days``,
+  and the record of periods that ended before then; events older than
+  ``watermark - allowed_lateness_days`` raise :class:`LateEventError`.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort_right
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, Final
 
 import h3
 
 from streams.rules._json import decode, encode
-from streams.rules._time import advance_watermark, check_not_late
-from streams.rules.alerts import Alert, alert_id, new_alert
+from streams.rules._time import advance_watermark, check_not_late, to_iso
+from streams.rules.alerts import Alert, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import ChildReturned, IntelligenceReport, Location, MissingReported, RuleEvent
 from streams.rules.settings import HotspotSettings, identity
 
 RULE: Final = "hotspot"
+# Periods are counted from a Monday, so that with days=7 they are ISO weeks.
+EPOCH: Final = datetime(1970, 1, 5, tzinfo=UTC)
+_event_id = attrgetter("event_id")
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,7 @@ class Observation:
 class HotspotState:
     cell: str
     observations: tuple[Observation, ...] = ()  # ordered by (occurred_at, event_id, lat, lon)
-    fired: tuple[tuple[str, str], ...] = ()  # (anchor event_id, alert_id), sorted
+    fired: tuple[tuple[str, str], ...] = ()  # (period start ISO, alert_id), sorted
     watermark: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -78,6 +90,12 @@ class HotspotState:
 
 def initial(cell: str) -> HotspotState:
     return HotspotState(cell=cell)
+
+
+def period_start(at: datetime, settings: HotspotSettings) -> datetime:
+    """Start of the period of ``days`` days (counted from :data:`EPOCH`) that holds ``at``."""
+    span = timedelta(days=settings.days)
+    return EPOCH + (at - EPOCH) // span * span
 
 
 def observations_of(event: RuleEvent) -> list[Observation]:
@@ -122,11 +140,13 @@ def apply(
         raise MisroutedEventError(
             f"{type(event).__name__} {event.event_id!r} has no location near cell {state.cell!r}"
         )
-    if any(o.event_id == event.event_id for o in state.observations):
+    if event.event_id in map(_event_id, state.observations):
         return state, []
     check_not_late(event.event_id, event.occurred_at, state.watermark, settings.allowed_lateness_days)
-    held = tuple(sorted((*state.observations, *mine), key=_order))
-    return _fire(replace(state, observations=held), event.occurred_at, settings)
+    held = list(state.observations)
+    for o in mine:  # held is sorted; inserting keeps it so without re-sorting a busy cell
+        insort_right(held, o, key=_order)
+    return _fire(replace(state, observations=tuple(held)), event.occurred_at, settings)
 
 
 def advance(
@@ -136,51 +156,59 @@ def advance(
     mark = advance_watermark(state.watermark, watermark)
     horizon = mark - timedelta(days=settings.days + settings.allowed_lateness_days)
     kept = tuple(o for o in state.observations if o.occurred_at >= horizon)
-    held = {o.event_id for o in kept}
-    fired = tuple(f for f in state.fired if f[0] in held)
+    # No event that old is accepted any more, so a period that ended before the horizon can
+    # never be evaluated again.
+    earliest_open = horizon - timedelta(days=settings.days)
+    fired = tuple(f for f in state.fired if _started_at_or_after(f[0], earliest_open))
     return replace(state, observations=kept, fired=fired, watermark=mark), []
 
 
 def _fire(
     state: HotspotState, trigger_at: datetime, settings: HotspotSettings
 ) -> tuple[HotspotState, list[Alert]]:
-    # Only anchors whose window [t - days, t] contains the new event can change; a coarse
-    # cell holds many observations, so the rest are not re-checked.
-    window = timedelta(days=settings.days)
-    fired_ids = {a for _, a in state.fired}
-    anchors = sorted({(o.occurred_at, o.event_id) for o in state.observations
-                      if trigger_at <= o.occurred_at <= trigger_at + window})
+    # Only anchors whose window [t - days, t] contains the new event can change, and only
+    # those in a period that has not fired; in a busy cell that is usually none.
+    held = state.observations
+    later = held[bisect_left(held, trigger_at, key=_at):
+                 bisect_right(held, trigger_at + timedelta(days=settings.days), key=_at)]
+    fired = {period for period, _ in state.fired}
     marks: list[tuple[str, str]] = []
     alerts: list[Alert] = []
-    for at, event_id in anchors:
-        this_id = alert_id(RULE, state.cell, [event_id], identity(settings))
-        if this_id in fired_ids:
+    for at, event_id in sorted({(o.occurred_at, o.event_id) for o in later}):
+        period = to_iso(period_start(at, settings))
+        if period in fired:
             continue
-        alert = _evaluate(state, event_id, at, settings)
+        alert = _evaluate(state, event_id, at, period, settings)
         if alert is not None:
-            fired_ids.add(this_id)
-            marks.append((event_id, this_id))
+            fired.add(period)
+            marks.append((period, alert.alert_id))
             alerts.append(alert)
+    if not marks:
+        return state, []
     return replace(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
 
 
 def _evaluate(
-    state: HotspotState, event_id: str, at: datetime, settings: HotspotSettings
+    state: HotspotState, event_id: str, at: datetime, period: str, settings: HotspotSettings
 ) -> Alert | None:
-    rings, start = settings.neighbour_rings, at - timedelta(days=settings.days)
-    anchor = [o for o in state.observations if o.event_id == event_id]
+    held, rings = state.observations, settings.neighbour_rings
+    recent = held[bisect_left(held, at - timedelta(days=settings.days), key=_at):
+                  bisect_right(held, at, key=_at)]
+    if not _enough(recent, settings):  # no neighbourhood can hold more than the whole cell
+        return None
+    anchor = [o for o in recent if o.event_id == event_id and o.occurred_at == at]
     centres = sorted({c for o in anchor for c in _disk(_fine(o, settings), rings)
                       if _parent(c, settings.report_resolution) == state.cell})
-    recent = [(o, _fine(o, settings)) for o in state.observations if start <= o.occurred_at <= at]
+    located = [(o, _fine(o, settings)) for o in recent]
     for centre in centres:
         near = _disk(centre, rings)
-        inside = [o for o, cell in recent if cell in near]
+        inside = [o for o, cell in located if cell in near]
         if _enough(inside, settings):
-            return _alert(state.cell, anchor[0], inside, settings)
+            return _alert(state.cell, period, anchor[0], inside, settings)
     return None
 
 
-def _enough(inside: list[Observation], settings: HotspotSettings) -> bool:
+def _enough(inside: Sequence[Observation], settings: HotspotSettings) -> bool:
     return (
         len({o.event_id for o in inside}) >= settings.min_reports
         and len({o.agency for o in inside}) >= settings.min_agencies
@@ -189,13 +217,13 @@ def _enough(inside: list[Observation], settings: HotspotSettings) -> bool:
 
 
 def _alert(
-    cell: str, anchor: Observation, inside: list[Observation], settings: HotspotSettings
+    cell: str, period: str, anchor: Observation, inside: list[Observation], settings: HotspotSettings
 ) -> Alert:
     return new_alert(
         rule=RULE,
         subject_kind="cell",
         subject=cell,
-        anchor_ids=[anchor.event_id],
+        anchor_ids=[period],
         area=anchor.area,
         severity="medium",
         window_start=anchor.occurred_at - timedelta(days=settings.days),
@@ -209,6 +237,18 @@ def _alert(
 
 def _order(o: Observation) -> tuple[datetime, str, float, float]:
     return (o.occurred_at, o.event_id, o.lat, o.lon)
+
+
+def _at(o: Observation) -> datetime:
+    return o.occurred_at
+
+
+def _started_at_or_after(period: str, cutoff: datetime) -> bool:
+    try:
+        start = datetime.fromisoformat(period)
+    except ValueError:  # state kept by the per-anchor rule, keyed by event id: nothing to keep
+        return False
+    return start.tzinfo is not None and start >= cutoff
 
 
 def _fine(o: Observation, settings: HotspotSettings) -> str:

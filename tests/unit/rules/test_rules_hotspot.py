@@ -1,5 +1,5 @@
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import h3
 import pytest
@@ -7,12 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rules_factories import day, ids, interview, missing, report, returned
 
-from streams.rules import HotspotSettings, LateEventError, Location, MisroutedEventError
+from streams.rules import HotspotSettings, LateEventError, Location, MisroutedEventError, identity
 from streams.rules import hotspot as rule
-from streams.rules.alerts import Alert
+from streams.rules.alerts import Alert, alert_id
 
 DEFAULT = HotspotSettings()
+WEEKLY = HotspotSettings(days=7)
 SECOND = timedelta(seconds=1)
+MONDAY = datetime(2026, 1, 5, tzinfo=UTC)
 
 # A coarse (resolution 6) cell in Leeds and its centre fine cell, whose 3-ring disk stays
 # inside it, so single-cell tests involve one state key only.
@@ -37,6 +39,11 @@ def sightings(n: int, cell: str = CENTRE, when=None, prefix: str = "r", **kw) ->
     return [report(f"{prefix}{i}", when + timedelta(hours=i), locations=[at_cell(cell)],
                    agency=("police", "school")[i % 2], children=[f"c{i % 2}"], **kw)
             for i in range(n)]
+
+
+def period_id(start: datetime, settings: HotspotSettings = DEFAULT, cell: str = COARSE) -> str:
+    """The id of ``cell``'s alert for the period starting at ``start``."""
+    return alert_id("hotspot", cell, [start.isoformat()], identity(settings))
 
 
 def route(events: list, settings: HotspotSettings = DEFAULT) -> tuple[dict, list[Alert]]:
@@ -85,10 +92,84 @@ def test_reports_about_one_child_do_not_raise() -> None:
     assert route(events)[1] == []
 
 
-def test_sixth_report_inside_the_window_raises_its_own_alert() -> None:
+def test_alert_id_names_the_cell_and_the_period_not_the_report() -> None:
+    _, [alert] = route(sightings(5))
+    assert alert.alert_id == period_id(rule.period_start(day(0), DEFAULT))
+
+
+def test_periods_are_iso_weeks_when_days_is_seven() -> None:
+    thursday, sunday_night = datetime(2026, 1, 1, 12, tzinfo=UTC), MONDAY - SECOND
+    assert rule.period_start(thursday, WEEKLY) == datetime(2025, 12, 29, tzinfo=UTC)
+    assert rule.period_start(MONDAY, WEEKLY) == MONDAY
+    assert rule.period_start(sunday_night, WEEKLY) == MONDAY - timedelta(days=7)
+
+
+def test_periods_of_more_days_are_counted_from_monday_5_january_1970() -> None:
+    assert rule.period_start(rule.EPOCH, DEFAULT) == rule.EPOCH
+    assert rule.period_start(day(0), DEFAULT) == datetime(2025, 12, 22, tzinfo=UTC)
+    assert rule.period_start(day(0), DEFAULT).weekday() == 0
+
+
+def test_a_sixth_report_in_the_same_period_raises_nothing_more() -> None:
     _, alerts = route(sightings(6))
-    assert len(alerts) == 2
-    assert len(alerts[1].evidence) == 6
+    assert [a.evidence for a in alerts] == [("r0", "r1", "r2", "r3", "r4")]
+
+
+def test_a_qualifying_report_in_the_next_period_raises_a_new_alert() -> None:
+    first = rule.period_start(day(0), DEFAULT)
+    following = first + timedelta(days=DEFAULT.days)
+    events = sightings(5) + sightings(1, when=following, prefix="next")
+    _, alerts = route(events)
+    assert [a.alert_id for a in alerts] == [period_id(first), period_id(following)]
+    assert alerts[1].raised_at == following
+    assert alerts[1].evidence == ("next0", "r0", "r1", "r2", "r3", "r4")
+
+
+def test_the_same_cluster_seen_over_two_weeks_gives_exactly_two_alerts() -> None:
+    daily = [report(f"d{i}", MONDAY + timedelta(days=i, hours=12), locations=[at_cell(CENTRE)],
+                    agency=("police", "school")[i % 2], children=[f"c{i % 3}"]) for i in range(14)]
+    _, alerts = route(daily, WEEKLY)
+    assert [a.alert_id for a in alerts] == [period_id(MONDAY, WEEKLY),
+                                            period_id(MONDAY + timedelta(days=7), WEEKLY)]
+    assert [a.raised_at.date().isoformat() for a in alerts] == ["2026-01-09", "2026-01-12"]
+    assert {a.subject for a in alerts} == {COARSE}
+
+
+def test_a_late_report_completing_an_earlier_period_fires_that_period() -> None:
+    week = [report(f"w{i}", MONDAY + timedelta(days=i), locations=[at_cell(CENTRE)],
+                   agency=("police", "school")[i % 2], children=[f"c{i % 2}"]) for i in range(4)]
+    next_monday = sightings(1, when=MONDAY + timedelta(days=7), prefix="m")
+    friday = sightings(1, when=MONDAY + timedelta(days=4), prefix="late")
+    _, alerts = route(week + next_monday + friday, WEEKLY)
+    # Monday's window already holds five reports; Friday arrives late and completes week one.
+    assert [a.alert_id for a in alerts] == [period_id(MONDAY + timedelta(days=7), WEEKLY),
+                                            period_id(MONDAY, WEEKLY)]
+    assert alerts[1].raised_at == MONDAY + timedelta(days=4)
+    assert alerts[1].evidence == ("late0", "w0", "w1", "w2", "w3")
+
+
+def test_arrival_order_can_change_the_evidence_but_never_the_id() -> None:
+    r0, r1, r2, r3, r4, r5 = sightings(6)
+    _, [in_order] = route([r0, r1, r2, r3, r4, r5])
+    _, [shuffled] = route([r5, r3, r2, r1, r0, r4])
+    assert in_order.alert_id == shuffled.alert_id
+    assert in_order.evidence == ("r0", "r1", "r2", "r3", "r4")
+    assert shuffled.evidence == ("r0", "r1", "r2", "r3", "r5")
+
+
+def test_reports_in_a_period_that_has_fired_are_not_evaluated_again(monkeypatch) -> None:
+    states, _ = route(sightings(5))
+
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("evaluated an anchor of a period that has fired")
+
+    monkeypatch.setattr(rule, "_evaluate", must_not_run)
+    more = sightings(3, when=day(1), prefix="more")
+    state = states[COARSE]
+    for event in more:
+        state, alerts = rule.apply(state, event, DEFAULT)
+        assert alerts == []
+    assert len(state.observations) == 8
 
 
 def test_reports_in_neighbouring_cells_count_together() -> None:
@@ -187,6 +268,24 @@ def test_advance_prunes_observations_older_than_days_plus_lateness() -> None:
     assert [o.event_id for o in state.observations] == ["r1"]
 
 
+def test_advance_forgets_periods_that_ended_before_the_pruning_horizon() -> None:
+    states, _ = route(sightings(5))
+    start = rule.period_start(day(0), DEFAULT)
+    assert [p for p, _ in states[COARSE].fired] == [start.isoformat()]
+    # The horizon is watermark - days - lateness (58 days); the period ends 28 days after it starts.
+    ends_at_horizon = start + timedelta(days=28 + 58)
+    state, _ = rule.advance(states[COARSE], ends_at_horizon, DEFAULT)
+    assert len(state.fired) == 1
+    state, _ = rule.advance(state, ends_at_horizon + SECOND, DEFAULT)
+    assert state.fired == ()
+
+
+def test_advance_drops_fired_entries_kept_by_the_per_report_rule() -> None:
+    old = rule.HotspotState(cell=COARSE, fired=(("r4", "0" * 32),))
+    state, _ = rule.advance(old, day(0), DEFAULT)
+    assert state.fired == ()
+
+
 def test_event_older_than_watermark_minus_lateness_is_refused() -> None:
     state, _ = rule.advance(rule.initial(COARSE), day(40), DEFAULT)
     with pytest.raises(LateEventError):
@@ -221,3 +320,7 @@ def test_any_arrival_order_with_duplicates_fires_the_same_alert_ids(spec, data) 
     _, any_order = route(shuffled, SMALL)
     assert ids(any_order) == ids(in_order)
     assert len(any_order) == len(ids(any_order))
+    # At most one alert per coarse cell per period, named by both.
+    periods = [(a.subject, rule.period_start(a.raised_at, SMALL)) for a in any_order]
+    assert len(set(periods)) == len(periods)
+    assert ids(any_order) == {period_id(start, SMALL, cell) for cell, start in periods}
