@@ -20,6 +20,7 @@ from typing import Any
 from uuid import uuid4
 
 import psycopg2
+from confluent_kafka import Producer as ConfluentProducer
 from kafka import KafkaAdminClient, TopicPartition
 
 from hubstream import kafka, topics
@@ -110,6 +111,7 @@ def namespace(base: Settings) -> Iterator[Namespace]:
     try:
         create_topics(Settings())
         _with_admin(base, lambda admin: apply_acls(admin, prefix))
+        _wait_for_grants(Settings())
         yield ns
     finally:
         ns.stop_all()
@@ -121,6 +123,21 @@ def namespace(base: Settings) -> Iterator[Namespace]:
             else:
                 os.environ[k] = v
         _admin_sql(admin_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _wait_for_grants(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Wait until fresh ACLs are in force: librdkafka clients fail at once on a denial, where
+    kafka-python used to retry until the grant arrived."""
+    if settings.kafka_security == "plaintext":
+        return
+    probes = (("police", topics.MISSING_EPISODES.name), ("worker", topics.ALERTS.name))
+    for principal, topic in probes:
+        client = ConfluentProducer(kafka.librdkafka_config(settings, principal))
+        deadline = time.monotonic() + timeout_s
+        while client.list_topics(topic, timeout=10).topics[topic].error is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{principal} still denied on {topic} after {timeout_s}s")
+            time.sleep(0.1)
 
 
 def _admin_sql(dsn: str, sql: str) -> None:
