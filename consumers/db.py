@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -10,7 +11,6 @@ from typing import Any, TypeAlias, TypeVar
 
 import psycopg2
 import psycopg2.extensions
-from psycopg2.extras import execute_values
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,12 +78,13 @@ def log_access(
     recipient: str | None = None,
 ) -> None:
     """Append one access-log row per record, inside the caller's transaction."""
-    rows = [(actor, action, purpose, store, ref, recipient) for ref in record_refs]
-    if rows:
-        execute_values(
-            cur,
-            "INSERT INTO audit.access_log (actor, action, purpose, store, record_ref, recipient) VALUES %s",
-            rows,
+    refs = list(record_refs)
+    if refs:
+        # One statement whatever the number of records: the references travel as one JSON array.
+        cur.execute(
+            "INSERT INTO audit.access_log (actor, action, purpose, store, record_ref, recipient)"
+            " SELECT %s, %s, %s, %s, ref, %s FROM json_array_elements_text(%s) AS ref",
+            (actor, action, purpose, store, recipient, json.dumps(refs)),
         )
 
 

@@ -30,7 +30,7 @@ def prepare_database(settings: Settings) -> list[str]:
 
 
 def build_sink(
-    settings: Settings, store: str, *, group_id: str | None = None, batch_size: int = 1000
+    settings: Settings, store: str, *, group_id: str | None = None, batch_size: int = 5000
 ) -> TransactionalSink:
     if store not in STORES:
         raise ValueError(f"store must be one of {sorted(STORES)}, got {store!r}")
@@ -39,7 +39,7 @@ def build_sink(
     return TransactionalSink(
         handler=make_handler(),
         dsn=settings.hub_store_dsn if store == "hub" else settings.health_store_dsn,
-        connection=kafka.connection(settings, f"{store}-consumer"),
+        kafka_config=kafka.librdkafka_config(settings, f"{store}-consumer"),
         group_id=group_id or f"{os.environ.get('HUBSTREAM_TOPIC_PREFIX', '')}hubstream-{store}-store",
         topics={t.name: (t.schema,) for t in sources},
         decode=serde.decode,

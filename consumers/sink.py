@@ -5,24 +5,35 @@ and on every (re)assignment the consumer seeks to the offsets the database holds
 at any point (before, during or after the transaction) replays exactly the uncommitted batch:
 no row is lost and none is written twice. Kafka's own committed offsets are kept up to date
 too, for lag monitoring only; they are never read back.
+
+The consumer is librdkafka's (confluent-kafka): it fetches and checks records in its own threads,
+so this loop only decodes, validates and writes. A batch is whatever has arrived, up to
+``batch_size``: a backlog drains in large transactions, and a message arriving alone is written
+at once instead of waiting for a batch to fill.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg2
-from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from psycopg2.extras import execute_values
 
-import schemas
 from consumers import db
 from hubstream.metrics import (
     BATCH_SIZE,
@@ -34,8 +45,19 @@ from hubstream.metrics import (
     ROWS_WRITTEN,
 )
 from schemas import DecodeError, SchemaViolation
+from schemas.domain import CHECKS
 
 log = logging.getLogger(__name__)
+
+# Errors no retry can cure: stop rather than spin.
+_FATAL_CODES = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -63,15 +85,12 @@ class DeadLetterSink(Protocol):
     def flush(self) -> None: ...
 
 
-class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, pending: set[TopicPartition]) -> None:
-        self.pending = pending
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.pending.difference_update(revoked)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.pending.update(assigned)
+@dataclass
+class _Batch:
+    messages: list[Any]
+    decoded: list[Decoded] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    rejected: int = 0
 
 
 @dataclass
@@ -88,13 +107,13 @@ class TransactionalSink:
         *,
         handler: Handler,
         dsn: str,
-        connection: dict[str, Any],
+        kafka_config: dict[str, Any],
         group_id: str,
         topics: dict[str, tuple[str, ...]],
         decode: Callable[[bytes], tuple[str, dict[str, Any]]],
         dead_letters: DeadLetterSink,
-        batch_size: int = 1000,
-        poll_timeout_ms: int = 500,
+        batch_size: int = 5000,
+        poll_timeout_s: float = 0.5,
         consumer_config: dict[str, Any] | None = None,
         instance_id: str | None = None,
     ) -> None:
@@ -105,26 +124,35 @@ class TransactionalSink:
         self.decode = decode
         self.dead_letters = dead_letters
         self.batch_size = batch_size
-        self.poll_timeout_ms = poll_timeout_ms
+        self.poll_timeout_s = poll_timeout_s
         self.stats = SinkStats()
+        store = handler.store
         # Series exist from the start at 0, so a first error shows as an increase.
-        DB_ERRORS.labels(store=handler.store)
+        DB_ERRORS.labels(store=store)
         for topic in topics:
             DEAD_LETTERS.labels(topic=topic, stage="decode")
-        self._pending: set[TopicPartition] = set()
-        self._consumer = KafkaConsumer(
-            **connection,
-            group_id=group_id,
-            # Static membership: a consumer restarted after a crash takes its partitions straight
-            # back instead of waiting out the dead member's session.
-            group_instance_id=instance_id or f"{group_id}@{socket.gethostname()}",
-            session_timeout_ms=10_000,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=batch_size,
-            **(consumer_config or {}),
+        self._rows_written = ROWS_WRITTEN.labels(store=store)
+        self._batch_sizes = BATCH_SIZE.labels(store=store)
+        self._event_to_row = EVENT_TO_ROW_SECONDS.labels(store=store)
+        self._rebalances = 0
+        self._consumer = Consumer(
+            {
+                **kafka_config,
+                "group.id": group_id,
+                # Static membership: a consumer restarted after a crash takes its partitions straight
+                # back instead of waiting out the dead member's session.
+                "group.instance.id": instance_id or f"{group_id}@{socket.gethostname()}",
+                "session.timeout.ms": 10_000,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "logger": log,
+                **(consumer_config or {}),
+            }
         )
-        self._conn: db.Connection | None = None
+        self._conn: db.Connection | None = None  # used by one thread at a time, never two
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{store}-writer")
+        self._in_flight: tuple[_Batch, Future[float]] | None = None
 
     # -- database -----------------------------------------------------------------------
 
@@ -139,134 +167,188 @@ class TransactionalSink:
                 self._conn.close()
         self._conn = None
 
-    def _stored_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        with self._connection() as conn, conn.cursor() as cur:
-            cur.execute(
-                f"SELECT topic, partition, next_offset FROM {self.handler.store}.consumer_offsets"
-                " WHERE group_id = %s",
-                (self.group_id,),
-            )
-            stored = {TopicPartition(t, p): o for t, p, o in cur.fetchall()}
-        return {tp: stored[tp] for tp in partitions if tp in stored}
+    def _stored_offsets(self) -> dict[tuple[str, int], int]:
+        """The database's offsets for this group, waiting out an unavailable database."""
+        while True:
+            try:
+                with self._connection() as conn, conn.cursor() as cur:
+                    cur.execute(
+                        f"SELECT topic, partition, next_offset FROM {self.handler.store}.consumer_offsets"
+                        " WHERE group_id = %s",
+                        (self.group_id,),
+                    )
+                    return {(t, p): o for t, p, o in cur.fetchall()}
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                self._database_failed(exc)
 
-    def _seek_to_stored(self, partitions: set[TopicPartition]) -> None:
-        stored = self._stored_offsets(partitions)
-        fresh = [tp for tp in partitions if tp not in stored]
-        for tp, offset in stored.items():
-            self._consumer.seek(tp, offset)
-        if fresh:
-            self._consumer.seek_to_beginning(*fresh)
-        log.info("%s: positioned %d partitions from the database", self.group_id, len(partitions))
-
-    def _commit(self, decoded: list[Decoded], next_offsets: dict[TopicPartition, int]) -> None:
+    def _commit(self, batch: _Batch) -> float:
+        """Write the batch's rows and offsets in one transaction; the time it committed."""
         with self._connection() as conn, conn.cursor() as cur:
-            if decoded:
-                self.handler.write(cur, decoded)
+            if batch.decoded:
+                self.handler.write(cur, batch.decoded)
             execute_values(
                 cur,
                 f"INSERT INTO {self.handler.store}.consumer_offsets (group_id, topic, partition, next_offset)"
                 " VALUES %s ON CONFLICT (group_id, topic, partition)"
                 " DO UPDATE SET next_offset = EXCLUDED.next_offset",
-                [(self.group_id, tp.topic, tp.partition, o) for tp, o in next_offsets.items()],
+                [(self.group_id, t, p, o) for (t, p), o in batch.next_offsets.items()],
             )
+        return time.time()
+
+    # -- positions ------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._rebalances += 1
+        self._settle(rewind=False)  # the offsets read next must include the batch in flight
+        stored = self._stored_offsets()
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        log.info("%s: positioned %d partitions from the database", self.group_id, len(partitions))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._rebalances += 1
+        self._settle(rewind=False)
+
+    def _rewind(self) -> None:
+        """Back to the database's offsets, after a batch whose transaction did not commit."""
+        stored = self._stored_offsets()
+        for tp in self._consumer.assignment():
+            offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
     # -- the loop -----------------------------------------------------------------------
 
     def run(
         self, should_stop: Callable[[], bool] = lambda: False, idle_polls_before_stop: int | None = None
     ) -> SinkStats:
-        """Consume until ``should_stop()`` or, if given, that many empty polls in a row."""
-        self._consumer.subscribe(list(self.accepted), listener=_Reassigned(self._pending))
+        """Consume until ``should_stop()`` or, if given, that many empty polls in a row.
+
+        One batch is written (in a thread of its own; psycopg2 lets go of the GIL while the
+        server works) while the next is fetched and decoded. Only one is ever in flight, and
+        each is settled before the next is sent, so a failed transaction is replayed from the
+        database's offsets with nothing after it written.
+        """
+        self._consumer.subscribe(
+            list(self.accepted), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
         idle = 0
         try:
             while not should_stop():
-                polled = self._consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
-                if self._pending:
-                    # Records fetched from the default position before we could seek: discard them.
-                    polled = {tp: recs for tp, recs in polled.items() if tp not in self._pending}
-                    if not self._position_pending():
-                        continue
-                messages = [m for recs in polled.values() for m in recs]
+                messages = self._next_batch()
                 if not messages:
+                    self._settle()
                     idle += 1
                     if idle_polls_before_stop is not None and idle >= idle_polls_before_stop:
                         break
                     continue
                 idle = 0
-                self._process(messages)
+                batch = self._prepare(messages)
+                if self._settle():
+                    self._in_flight = (batch, self._writer.submit(self._commit, batch))
         finally:
-            self._consumer.close(autocommit=False)
-            self._drop_connection()
+            try:
+                self._settle(rewind=False)
+            finally:
+                self._writer.shutdown()
+                self._consumer.close()
+                self._drop_connection()
         return self.stats
 
-    def _position_pending(self) -> bool:
-        try:
-            self._seek_to_stored(set(self._pending))
-        except psycopg2.Error as exc:
-            self._database_failed(exc)
-            return False
-        self._pending.clear()
-        return True
+    def _next_batch(self) -> list[Any]:
+        """Wait for one message, then take whatever else has already arrived, up to a batch."""
+        first = self._consumer.poll(self.poll_timeout_s)
+        if first is None:
+            return []
+        rebalances = self._rebalances
+        rest = self._consumer.consume(self.batch_size - 1, timeout=0) if self.batch_size > 1 else []
+        # A rebalance positions every partition from the database again (eager assignment), and
+        # librdkafka drops what it fetched before; the one message already handed over is stale.
+        batch = rest if self._rebalances != rebalances else [first, *rest]
+        messages = []
+        for m in batch:
+            err = m.error()
+            if err is None:
+                messages.append(m)
+            elif err.fatal() or err.code() in _FATAL_CODES:
+                raise KafkaException(err)
+            else:
+                log.warning("%s: consumer error: %s", self.group_id, err)
+        return messages
 
-    def _process(self, messages: list[Any]) -> None:
-        decoded: list[Decoded] = []
-        rejected = 0
-        next_offsets: dict[TopicPartition, int] = {}
+    def _prepare(self, messages: list[Any]) -> _Batch:
+        batch = _Batch(messages)
+        accepted = self.accepted
+        decode = self.decode
         for m in messages:
-            next_offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+            topic, partition, offset, value = m.topic(), m.partition(), m.offset(), m.value()
+            batch.next_offsets[topic, partition] = offset + 1
             try:
-                schema, record = self.decode(m.value)
-                if schema not in self.accepted[m.topic]:
-                    raise SchemaViolation(
-                        "", schema, f"topic {m.topic} carries {self.accepted[m.topic]} only"
-                    )
-                schemas.validate(schema, record)
+                schema, record = decode(value)
+                if schema not in accepted[topic]:
+                    raise SchemaViolation("", schema, f"topic {topic} carries {accepted[topic]} only")
+                # Avro decoding already gives the schema's structure; what is left are its rules.
+                CHECKS[schema](record)
             except (DecodeError, SchemaViolation) as exc:
-                field = exc.field if isinstance(exc, SchemaViolation) else None
+                bad_field = exc.field if isinstance(exc, SchemaViolation) else None
                 self.dead_letters.send(
-                    topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value,
-                    reason=str(exc), field=field, stage="decode",
+                    topic=topic, partition=partition, offset=offset, key=m.key(), value=value,
+                    reason=str(exc), field=bad_field, stage="decode",
                 )
-                rejected += 1
+                batch.rejected += 1
                 continue
-            decoded.append(Decoded(m.topic, m.partition, m.offset, m.key, schema, record))
-        if rejected:
+            batch.decoded.append(Decoded(topic, partition, offset, m.key(), schema, record))
+        if batch.rejected:
             # Dead letters must be durable before the offsets that skip them are committed.
             self.dead_letters.flush()
-        try:
-            self._commit(decoded, next_offsets)
-        except psycopg2.OperationalError as exc:
-            self._database_failed(exc)
-            self._pending.update(next_offsets)
-            return
-        except psycopg2.InterfaceError as exc:
-            self._database_failed(exc)
-            self._pending.update(next_offsets)
-            return
-        self.stats.rows += len(decoded)
-        self.stats.dead_letters += rejected
-        self.stats.batches += 1
-        self._observe(messages, decoded, rejected)
-        self._consumer.commit_async({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+        return batch
 
-    def _observe(self, messages: list[Any], decoded: list[Decoded], rejected: int) -> None:
-        store = self.handler.store
-        ROWS_WRITTEN.labels(store=store).inc(len(decoded))
-        BATCH_SIZE.labels(store=store).observe(len(messages))
-        if rejected:
-            DEAD_LETTERS.labels(topic=messages[0].topic, stage="decode").inc(rejected)
-        now_ms = time.time() * 1000
-        for d in decoded:
-            EVENTS_IN.labels(topic=d.topic, schema=d.schema).inc()
+    def _settle(self, *, rewind: bool = True) -> bool:
+        """Wait for the batch in flight; False if its transaction failed (then, with ``rewind``,
+        the consumer is back at the database's offsets)."""
+        if self._in_flight is None:
+            return True
+        batch, future = self._in_flight
+        self._in_flight = None
+        try:
+            committed_at = future.result()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            self._database_failed(exc)
+            if rewind:
+                self._rewind()
+            return False
+        self.stats.rows += len(batch.decoded)
+        self.stats.dead_letters += batch.rejected
+        self.stats.batches += 1
+        self._observe(batch, committed_at)
+        with contextlib.suppress(KafkaException):  # for lag monitoring only; never read back
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()],
+                asynchronous=True,
+            )
+        return True
+
+    def _observe(self, batch: _Batch, committed_at: float) -> None:
+        messages = batch.messages
+        self._rows_written.inc(len(batch.decoded))
+        self._batch_sizes.observe(len(messages))
+        if batch.rejected:
+            DEAD_LETTERS.labels(topic=messages[0].topic(), stage="decode").inc(batch.rejected)
+        for (topic, schema), n in collections.Counter((d.topic, d.schema) for d in batch.decoded).items():
+            EVENTS_IN.labels(topic=topic, schema=schema).inc(n)
+        now_ms = committed_at * 1000
+        observe = self._event_to_row.observe
         for m in messages:
             # Kafka's record timestamp is when the message was produced: publication to row.
-            EVENT_TO_ROW_SECONDS.labels(store=store).observe(max(0.0, (now_ms - m.timestamp) / 1000))
-        for tp in self._consumer.assignment():
-            end = self._consumer.highwater(tp)
-            if end is not None:
-                behind = max(0, end - self._consumer.position(tp))
+            observe(max(0.0, (now_ms - m.timestamp()[1]) / 1000))
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return
+        for tp in self._consumer.position(assigned):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
                 labels = {"group": self.group_id, "topic": tp.topic, "partition": str(tp.partition)}
-                CONSUMER_LAG.labels(**labels).set(behind)
+                CONSUMER_LAG.labels(**labels).set(max(0, high - tp.offset))
 
     def _database_failed(self, exc: Exception) -> None:
         DB_ERRORS.labels(store=self.handler.store).inc()
