@@ -31,11 +31,14 @@ class ProtectionError(ValueError):
     """Ciphertext that is malformed or was not made with this key."""
 
 
+_DEFAULT_HOME = str(PROJECT_ROOT / ".local")
+
+
 def _home(settings: Settings | None) -> str:
     # Building Settings reads every variable; this is on the per-message path, so read only the one.
     if settings is not None:
         return str(settings.home)
-    return os.environ.get("HUBSTREAM_HOME") or str(PROJECT_ROOT / ".local")
+    return os.environ.get("HUBSTREAM_HOME") or _DEFAULT_HOME
 
 
 def pseudonym(value: str, settings: Settings | None = None) -> str:

@@ -42,7 +42,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from operator import attrgetter
 from typing import Any, Final
 
 import h3
@@ -57,7 +56,6 @@ from streams.rules.settings import HotspotSettings, identity
 RULE: Final = "hotspot"
 # Periods are counted from a Monday, so that with days=7 they are ISO weeks.
 EPOCH: Final = datetime(1970, 1, 5, tzinfo=UTC)
-_event_id = attrgetter("event_id")
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def apply(
         raise MisroutedEventError(
             f"{type(event).__name__} {event.event_id!r} has no location near cell {state.cell!r}"
         )
-    if event.event_id in map(_event_id, state.observations):
+    if _holds(state.observations, event):
         return state, []
     check_not_late(event.event_id, event.occurred_at, state.watermark, settings.allowed_lateness_days)
     held = list(state.observations)
@@ -155,7 +153,8 @@ def advance(
     """Move the watermark on and prune; hotspots never fire on time alone."""
     mark = advance_watermark(state.watermark, watermark)
     horizon = mark - timedelta(days=settings.days + settings.allowed_lateness_days)
-    kept = tuple(o for o in state.observations if o.occurred_at >= horizon)
+    held = state.observations
+    kept = held[bisect_left(held, horizon, key=_at):]  # held is sorted by time
     # No event that old is accepted any more, so a period that ended before the horizon can
     # never be evaluated again.
     earliest_open = horizon - timedelta(days=settings.days)
@@ -233,6 +232,14 @@ def _alert(
         settings=identity(settings),
         handling_conditions=[o.conditions for o in inside if o.conditions is not None],
     )
+
+
+def _holds(held: tuple[Observation, ...], event: RuleEvent) -> bool:
+    """Whether ``event`` is already held: its observations carry its id and its time, and
+    ``held`` is sorted by time, so only the observations at that time need looking at."""
+    start = bisect_left(held, event.occurred_at, key=_at)
+    end = bisect_right(held, event.occurred_at, key=_at)
+    return any(o.event_id == event.event_id for o in held[start:end])
 
 
 def _order(o: Observation) -> tuple[datetime, str, float, float]:
