@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from confluent_kafka import (
@@ -95,17 +96,35 @@ class Table:
 class Batch:
     """What handlers send while a batch is handled; produced by the engine."""
 
-    outputs: list[tuple[str, bytes | None, bytes, int | None]] = field(default_factory=list)
+    outputs: list[tuple[str, bytes | None, bytes, int | None, int | None]] = field(default_factory=list)
     events_in: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def send(self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None = None) -> None:
-        self.outputs.append((topic, key, value, timestamp_ms))
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None = None,
+        *, partition: int | None = None,
+    ) -> None:
+        """Queue a message; ``partition`` only for messages meant for one partition (marks)."""
+        self.outputs.append((topic, key, value, timestamp_ms, partition))
 
     def consumed(self, topic: str, schema: str) -> None:
         self.events_in[(topic, schema)] += 1
 
 
 Handler = Callable[[Record, Batch], None]
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """A partition this worker reads, when it was given it, and whether it has ever had data."""
+
+    topic: str
+    partition: int
+    since: float  # time.monotonic()
+    empty: Callable[[], bool]
+
+
+# Called every ``tick_every_s`` with a batch to send through and the partitions held now.
+Tick = Callable[[Batch, list[Assigned]], None]
 
 
 class DeliveryFailed(RuntimeError):
@@ -125,6 +144,8 @@ class Engine:
         *,
         max_batch: int = 5000,
         poll_timeout_s: float = 0.05,
+        tick: Tick | None = None,
+        tick_every_s: float = 5.0,
     ) -> None:
         self.app_id = app_id
         self.handlers = handlers
@@ -135,6 +156,9 @@ class Engine:
             table.changelog = f"{app_id}-{table.name}-changelog"
         self.max_batch = max_batch
         self.poll_timeout_s = poll_timeout_s
+        self.tick = tick
+        self.tick_every_s = tick_every_s
+        self.assigned: dict[tuple[str, int], Assigned] = {}
         self.consumer = Consumer(
             {
                 **consumer_config,
@@ -179,6 +203,7 @@ class Engine:
             list(self.handlers), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
         )
         log.info("worker %s reading %s", self.app_id, ", ".join(self.handlers))
+        next_tick = time.monotonic() + self.tick_every_s
         try:
             while self.running:
                 messages = self.consumer.consume(self.max_batch, self.poll_timeout_s)
@@ -186,6 +211,12 @@ class Engine:
                     self._handle(messages)
                 else:
                     self.producer.poll(0)
+                if self.tick is not None and time.monotonic() >= next_tick:
+                    batch = Batch()
+                    self.tick(batch, list(self.assigned.values()))
+                    self._send(batch)
+                    self._flush()
+                    next_tick = time.monotonic() + self.tick_every_s
         finally:
             self.producer.flush(30)
             self.consumer.close()
@@ -220,21 +251,24 @@ class Engine:
                 data = None if state is None else table.encode(state)
                 self._produce(table.changelog, key.encode(), data, partition=partition)
             table.changed.clear()
-        out: Counter[str] = Counter()
-        for topic, out_key, value, timestamp_ms in batch.outputs:
-            self._produce(topic, out_key, value, timestamp_ms=timestamp_ms)
-            out[topic] += 1
+        self._send(batch)
         self._flush()
         self.consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
         )
         for (topic, schema), n in batch.events_in.items():
             EVENTS_IN.labels(topic=topic, schema=schema).inc(n)
-        for topic, n in out.items():
-            EVENTS_OUT.labels(topic=topic).inc(n)
         self.handled += len(messages)
         WORKER_BATCH_SIZE.observe(len(messages))
         WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _send(self, batch: Batch) -> None:
+        out: Counter[str] = Counter()
+        for topic, key, value, timestamp_ms, partition in batch.outputs:
+            self._produce(topic, key, value, timestamp_ms=timestamp_ms, partition=partition)
+            out[topic] += 1
+        for topic, n in out.items():
+            EVENTS_OUT.labels(topic=topic).inc(n)
 
     def _produce(
         self,
@@ -274,7 +308,11 @@ class Engine:
     # -- partitions coming and going ----------------------------------------------------------
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        now = time.monotonic()
         for tp in partitions:
+            self.assigned[(tp.topic, tp.partition)] = Assigned(
+                tp.topic, tp.partition, now, partial(self._empty, TopicPartition(tp.topic, tp.partition))
+            )
             for table in self.tables:
                 if table.source == tp.topic:
                     table.partitions[tp.partition] = self._restore(table, tp.partition)
@@ -282,6 +320,7 @@ class Engine:
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            self.assigned.pop((tp.topic, tp.partition), None)
             for table in self.tables:
                 if table.source == tp.topic:
                     table.partitions.pop(tp.partition, None)
@@ -323,6 +362,10 @@ class Engine:
             time.monotonic() - started,
         )
         return state
+
+    def _empty(self, tp: TopicPartition) -> bool:
+        low, high = self._offsets_of(TopicPartition(tp.topic, tp.partition))
+        return high <= low
 
     def _offsets_of(self, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:
         """(low, high) offsets of a partition, waiting out a topic the broker is still making."""

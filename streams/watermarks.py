@@ -12,13 +12,16 @@ class MergedWatermark:
     replay reads intelligence far ahead of missing episodes, or the other way round). Taking
     the minimum over every source means nothing is pruned or refused as late just because
     another source ran ahead; until every source has been heard from there is no watermark and
-    nothing is pruned. Kept in memory: after a restart it is rebuilt from new messages, which
-    only delays pruning.
+    nothing is pruned. Sources are heard from through the events forwarded from them and through
+    the marks the worker sends to every re-keyed partition (see ``streams.marks``): a source
+    partition with no events at all is reported *idle* and left out of the minimum until its
+    first event. Kept in memory: after a restart it is rebuilt from new messages and marks,
+    which only delays pruning.
     """
 
     def __init__(self, expected_sources: int) -> None:
         self.expected = expected_sources
-        self.marks: dict[str, dict[str, datetime]] = {}
+        self.marks: dict[str, dict[str, datetime | None]] = {}
 
     def observe(self, partition: str, source: str, mark: datetime) -> datetime | None:
         """Record ``source``'s watermark as seen on the re-keyed ``partition``; return the merged one.
@@ -27,6 +30,22 @@ class MergedWatermark:
         back: an older mark from it (a message forwarded before a later one) is ignored.
         """
         marks = self.marks.setdefault(partition, {})
-        if source not in marks or mark > marks[source]:
+        held = marks.get(source)
+        if held is None or mark > held:
             marks[source] = mark
-        return min(marks.values()) if len(marks) >= self.expected else None
+        return self._merged(marks)
+
+    def idle(self, partition: str, source: str) -> datetime | None:
+        """Record that ``source`` has had no event at all; return the merged watermark."""
+        marks = self.marks.setdefault(partition, {})
+        marks.setdefault(source, None)
+        return self._merged(marks)
+
+    def current(self, partition: str) -> datetime | None:
+        return self._merged(self.marks.get(partition, {}))
+
+    def _merged(self, marks: dict[str, datetime | None]) -> datetime | None:
+        if len(marks) < self.expected:
+            return None
+        active = [m for m in marks.values() if m is not None]
+        return min(active) if active else None

@@ -25,6 +25,7 @@ from streams.engine import Engine, Handler
 from streams.health_flags.handlers import hub_decisions
 from streams.hotspot.handlers import hotspots
 from streams.intelligence.handlers import intelligence
+from streams.marks import EVERY_S, send_marks
 from streams.missing.handlers import missing_episodes
 
 HANDLERS: dict[str, Handler] = {
@@ -63,6 +64,8 @@ def build(*, max_batch: int = 5000) -> Engine:
         consumer_config=librdkafka_config(settings, "worker", **{"fetch.min.bytes": 1}),
         producer_config=librdkafka_config(settings, "worker"),
         max_batch=max_batch,
+        tick=send_marks,
+        tick_every_s=EVERY_S,
     )
 
 

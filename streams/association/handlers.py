@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from hubstream import topics as catalogue
 from hubstream.protect import pseudonym
 from streams import rules, translate
 from streams.app import ASSOCIATION_LINKS, dead_letter, rule_config, send_alerts, state_table
 from streams.engine import Batch, Record
+from streams.marks import ASSOCIATION_SOURCES, MARK_KEY, decode_mark
 from streams.rules import association
 from streams.watermarks import MergedWatermark
 
 states = state_table("association", ASSOCIATION_LINKS, association.AssociationState)
 # Fed by every partition of both intelligence topics.
-merged = MergedWatermark(
-    sum(t.partitions for t in (catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE))
-)
+merged = MergedWatermark(ASSOCIATION_SOURCES)
 
 
 def forward_to_associations(
@@ -41,6 +39,17 @@ def _entity_for(report: rules.IntelligenceReport, table_key: str) -> str:
 
 
 def associations(record: Record, batch: Batch) -> None:
+    if record.key == MARK_KEY:
+        try:
+            source, mark = decode_mark(record.value)
+        except (ValueError, KeyError, TypeError) as exc:
+            dead_letter(record, batch, f"unreadable watermark mark: {exc}", None, "process")
+            return
+        if mark is None:
+            merged.idle(record.source, source)
+        else:
+            merged.observe(record.source, source, mark)
+        return
     try:
         report, source, source_mark = translate.event_from_bytes(record.value)
         table_key = (record.key or b"").decode()

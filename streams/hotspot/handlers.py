@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from hubstream import topics as catalogue
 from streams import rules, translate
 from streams.app import HOTSPOT_OBSERVATIONS, dead_letter, rule_config, send_alerts, state_table
 from streams.engine import Batch, Record
+from streams.marks import HOTSPOT_SOURCES, MARK_KEY, decode_mark
 from streams.rules import hotspot
 from streams.watermarks import MergedWatermark
 
 states = state_table("hotspot", HOTSPOT_OBSERVATIONS, hotspot.HotspotState)
 # Fed by every partition of the missing-episode and both intelligence topics.
-merged = MergedWatermark(
-    sum(
-        t.partitions
-        for t in (catalogue.MISSING_EPISODES, catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE)
-    )
-)
+merged = MergedWatermark(HOTSPOT_SOURCES)
 
 
 def forward_to_hotspots(event: rules.RuleEvent, source: Record, watermark: datetime, batch: Batch) -> None:
@@ -33,6 +28,17 @@ def forward_to_hotspots(event: rules.RuleEvent, source: Record, watermark: datet
 
 
 def hotspots(record: Record, batch: Batch) -> None:
+    if record.key == MARK_KEY:
+        try:
+            source, mark = decode_mark(record.value)
+        except (ValueError, KeyError, TypeError) as exc:
+            dead_letter(record, batch, f"unreadable watermark mark: {exc}", None, "process")
+            return
+        if mark is None:
+            merged.idle(record.source, source)
+        else:
+            merged.observe(record.source, source, mark)
+        return
     try:
         rule_event, source, source_mark = translate.event_from_bytes(record.value)
         cell = (record.key or b"").decode()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from hubstream import topics
 from hubstream.settings import Settings
 from producers.publish import publish_lines
-from tests.support.events import intelligence, missing
+from tests.support.events import intelligence, located, missing
 from tests.support.reference import reference_alerts
 from tests.support.stack import Namespace, decoded, wait_for_worker
 
@@ -99,3 +100,33 @@ def test_worker_raises_exactly_the_alerts_the_rules_define(ns: Namespace) -> Non
     # Police get the same alerts on their own topic.
     police = {r["alert_id"] for _, r in decoded(ns.settings, ns.topic(topics.POLICE_ALERTS))}
     assert police == set(ids)
+
+
+def test_silent_sources_do_not_stop_hotspot_state_from_moving_on(ns: Namespace) -> None:
+    """Only missing episodes are published: no intelligence partition ever has an event. The
+    worker reports those sources idle, so hotspot cells still get a watermark: a located event
+    far older than the rest is refused as late instead of being held for ever."""
+    children = [f"pk_s{n}" for n in range(24)]  # spread over every missing-episode partition
+    story = [
+        ("MissingEpisodeEvent", missing(child, f"{child}-{day}", "reported_missing", T0 + day * DAY,
+                                        last_seen=located(*HOTEL)))
+        for day in range(0, 100, 5) for child in children
+    ]
+    publish(ns.settings, story)
+    ns.start_worker()
+    group = f"{ns.prefix}hubstream-worker"
+    wait_for_worker(ns, group)
+    time.sleep(12)  # marks: idle after 5 s, sent every 5 s
+    latest = ("MissingEpisodeEvent", missing("pk_new", "n1", "reported_missing", T0 + 101 * DAY,
+                                              last_seen=located(*HOTEL)))
+    late = ("MissingEpisodeEvent", missing("pk_late", "l1", "reported_missing", T0 + 10 * DAY,
+                                            last_seen=located(*HOTEL)))
+    publish(ns.settings, [latest])
+    wait_for_worker(ns, group)
+    publish(ns.settings, [late])
+    wait_for_worker(ns, group)
+
+    dead = [record for _, record in decoded(ns.settings, ns.topic(topics.DEAD_LETTERS))]
+    assert dead, "the late observation should have been refused by the hotspot cells"
+    assert all("late" in str(d["reason"]) and d["stage"] == "process" for d in dead), dead
+    assert {d["original_topic"] for d in dead} == {f"{group}-hotspot-observations"}

@@ -66,3 +66,32 @@ def test_the_watermark_is_the_least_latest_mark_and_never_falls(observations) ->
         if previous is not None:
             assert got is not None and got >= previous
         previous = got
+
+
+def test_an_idle_source_counts_as_heard_but_holds_nothing_back() -> None:
+    merged = MergedWatermark(3)
+    merged.observe(CELL, "missing:0", hours(5))
+    assert merged.idle(CELL, "police:0") is None  # partner:0 not heard from yet
+    assert merged.observe(CELL, "partner:0", hours(9)) == hours(5)
+    assert merged.observe(CELL, "missing:0", hours(20)) == hours(9)
+
+
+def test_an_idle_source_with_a_first_event_takes_part_again() -> None:
+    merged = MergedWatermark(2)
+    merged.idle(CELL, "a")
+    assert merged.observe(CELL, "b", hours(50)) == hours(50)
+    assert merged.observe(CELL, "a", hours(40)) == hours(40)
+
+
+def test_idle_after_events_changes_nothing() -> None:
+    merged = MergedWatermark(2)
+    merged.observe(CELL, "a", hours(10))
+    merged.observe(CELL, "b", hours(20))
+    assert merged.idle(CELL, "a") == hours(10)
+
+
+def test_every_source_idle_is_no_watermark() -> None:
+    merged = MergedWatermark(2)
+    merged.idle(CELL, "a")
+    assert merged.idle(CELL, "b") is None
+    assert merged.current(CELL) is None

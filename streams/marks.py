@@ -1,0 +1,66 @@
+"""Watermark marks: every source partition's progress, told to every re-keyed partition.
+
+Events forwarded to a re-keyed topic carry the watermark of the source partition they came
+from, but a re-keyed partition hears from a source only when that source has an event for it.
+A source partition with no events at all would never be heard from, and the merged watermark
+(the minimum over all sources) would never exist, so state would never be pruned. So every
+``EVERY_S`` the worker sends, for each source partition it reads, a mark to every partition of
+the re-keyed topics it feeds: the source's watermark, or *idle* when the partition has had no
+event at all for ``IDLE_AFTER_S`` since it was assigned. A mark from a source follows every
+event forwarded from it up to that watermark (one producer, in order), so it never lets a
+re-keyed partition run ahead of events still on their way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+
+from hubstream import topics as catalogue
+from streams.app import ASSOCIATION_LINKS, HOTSPOT_OBSERVATIONS, INTELLIGENCE, PARTITIONS, watermarks
+from streams.engine import Assigned, Batch
+
+MARK_KEY = b"\x00mark"  # never a cell or a pseudonym, so never a state key
+EVERY_S = 5.0
+IDLE_AFTER_S = 5.0
+RESEND_S = 60.0  # also unchanged marks, for a re-keyed partition whose worker restarted
+
+_sent: dict[str, tuple[datetime | None, float]] = {}
+
+
+def send_marks(batch: Batch, assigned: list[Assigned]) -> None:
+    now = time.monotonic()
+    for held in assigned:
+        table = watermarks.get(held.topic)
+        if table is None:
+            continue  # not a source of re-keyed topics
+        source = f"{held.topic}:{held.partition}"
+        mark: datetime | None = table.partitions.get(held.partition, {}).get(source)
+        if mark is None and (now - held.since < IDLE_AFTER_S or not held.empty()):
+            continue  # events are on their way; they carry their own marks
+        last = _sent.get(source)
+        if last is not None and last[0] == mark and now - last[1] < RESEND_S:
+            continue
+        data = encode_mark(source, mark)
+        intelligence = held.topic in INTELLIGENCE
+        for topic in (HOTSPOT_OBSERVATIONS, ASSOCIATION_LINKS) if intelligence else (HOTSPOT_OBSERVATIONS,):
+            for partition in range(PARTITIONS):
+                batch.send(topic, MARK_KEY, data, partition=partition)
+        _sent[source] = (mark, now)
+
+
+def encode_mark(source: str, mark: datetime | None) -> bytes:
+    return json.dumps({"source": source, "watermark": mark.isoformat() if mark else None}).encode()
+
+
+def decode_mark(data: bytes) -> tuple[str, datetime | None]:
+    raw = json.loads(data)
+    mark = raw["watermark"]
+    return str(raw["source"]), datetime.fromisoformat(mark) if mark else None
+
+
+# Sources whose marks each re-keyed topic waits for.
+_INTELLIGENCE = (catalogue.POLICE_INTELLIGENCE, catalogue.PARTNER_INTELLIGENCE)
+HOTSPOT_SOURCES = sum(t.partitions for t in (catalogue.MISSING_EPISODES, *_INTELLIGENCE))
+ASSOCIATION_SOURCES = sum(t.partitions for t in _INTELLIGENCE)
