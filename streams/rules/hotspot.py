@@ -168,20 +168,27 @@ def _fire(
     # Only anchors whose window [t - days, t] contains the new event can change, and only
     # those in a period that has not fired; in a busy cell that is usually none.
     held = state.observations
-    later = held[bisect_left(held, trigger_at, key=_at):
-                 bisect_right(held, trigger_at + timedelta(days=settings.days), key=_at)]
+    window = timedelta(days=settings.days)
     fired = {period for period, _ in state.fired}
     marks: list[tuple[str, str]] = []
     alerts: list[Alert] = []
-    for at, event_id in sorted({(o.occurred_at, o.event_id) for o in later}):
-        period = to_iso(period_start(at, settings))
-        if period in fired:
-            continue
-        alert = _evaluate(state, event_id, at, period, settings)
-        if alert is not None:
-            fired.add(period)
-            marks.append((period, alert.alert_id))
-            alerts.append(alert)
+    # The anchors in [t, t + days] fall in at most two periods (a period is ``days`` long).
+    start = period_start(trigger_at, settings)
+    while start <= trigger_at + window:
+        end = start + window
+        period = to_iso(start)
+        if period not in fired:
+            first = max(start, trigger_at)
+            last = min(end, trigger_at + window)
+            anchors = held[bisect_left(held, first, key=_at):bisect_right(held, last, key=_at)]
+            for at, event_id in sorted({(o.occurred_at, o.event_id) for o in anchors if o.occurred_at < end}):
+                alert = _evaluate(state, event_id, at, period, settings)
+                if alert is not None:
+                    fired.add(period)
+                    marks.append((period, alert.alert_id))
+                    alerts.append(alert)
+                    break
+        start = end
     if not marks:
         return state, []
     return replace(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
