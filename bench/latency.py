@@ -129,6 +129,7 @@ def run(ctx: Context) -> dict[str, Any]:
     to_row: dict[str, list[float]] = defaultdict(list)
     to_alert: dict[str, list[float]] = defaultdict(list)
     untraced = 0
+    slowest: list[tuple[float, float, str]] = []
     for alert_id, rule, received_at in rows:
         if rule in TIME_DRIVEN or alert_id not in alerts:
             continue
@@ -139,8 +140,15 @@ def run(ctx: Context) -> dict[str, Any]:
             continue
         trigger_ms = max(times)
         to_row[rule].append(received_at.timestamp() - trigger_ms / 1000)
+        slowest.append((received_at.timestamp() - trigger_ms / 1000, trigger_ms / 1000 - t0, rule))
         to_alert[rule].append((sent_ms - trigger_ms) / 1000)
     out["publish_to_row"] = _summary(to_row)
+    # When in the run the slowest alerts' triggers were published: a pattern (start-up, every
+    # few seconds) points at the cause.
+    out["slowest"] = [
+        {"seconds": round(s, 3), "published_after_s": round(at, 2), "rule": r}
+        for s, at, r in sorted(slowest, reverse=True)[:20]
+    ]
     out["publish_to_alert"] = _summary(to_alert)
     out["alerts_left_out"] = {
         "time_driven": sum(1 for _, rule, _ in rows if rule in TIME_DRIVEN),

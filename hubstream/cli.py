@@ -136,7 +136,12 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
     "--max-batch", type=click.IntRange(1, 100_000), default=5000, show_default=True,
     help="Most messages handled, written and committed together.",
 )
-def worker(metrics_port: int, max_batch: int) -> None:
+@click.option(
+    "--commit-interval", type=click.FloatRange(0, 60), default=0.5, show_default=True,
+    help="Seconds between commits (changelogs written, outputs acknowledged, offsets committed); "
+    "a crashed worker handles at most this much again.",
+)
+def worker(metrics_port: int, max_batch: int, commit_interval: float) -> None:
     """Start the stream processors: correlate agency events into alerts and health flags.
 
     Several workers share the work through Kafka partitions (give each its own --metrics-port).
@@ -147,7 +152,7 @@ def worker(metrics_port: int, max_batch: int) -> None:
     from streams.worker import run_worker
 
     serve(metrics_port)
-    run_worker(max_batch=max_batch)
+    run_worker(max_batch=max_batch, commit_every_s=commit_interval)
 
 
 @cli.group()

@@ -2,12 +2,15 @@
 
 One consumer group reads the input topics in batches (librdkafka through confluent-kafka).
 Each message goes to the handler of its topic, which reads and writes :class:`Table` state and
-sends outputs through the :class:`Batch`. At the end of a batch the engine writes one changelog
-message per state key the batch changed, waits until the broker has acknowledged every output
-and changelog message, and only then commits the batch's offsets.
+sends outputs through the :class:`Batch`; outputs are produced as soon as their batch is
+handled. Every ``commit_every_s`` (and before partitions are taken away, and on stopping) the
+engine waits until the broker has acknowledged every output, then writes one changelog message
+per state key changed since the last commit and waits for those, and only then commits the
+offsets of what was handled. In that order a changelog never holds state (an alert marked as
+raised) whose output was lost.
 
-That is at-least-once: a worker that dies between its outputs and its commit handles the batch
-again on restart. The rules ignore an event they have seen (matched on event id) and every
+That is at-least-once: a worker that dies between its outputs and its commit handles those
+messages again on restart. The rules ignore an event they have seen (matched on event id) and every
 alert id is deterministic, so a batch handled twice changes no state and raises no new alert;
 the case stores write each alert id once.
 
@@ -111,6 +114,7 @@ class Batch:
 
 
 Handler = Callable[[Record, Batch], None]
+SLOW_S = 0.25  # a batch or commit slower than this is logged
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,10 @@ class Engine:
         producer_config: dict[str, Any],
         *,
         max_batch: int = 5000,
-        poll_timeout_s: float = 0.05,
+        poll_timeout_s: float = 0.1,
         tick: Tick | None = None,
         tick_every_s: float = 5.0,
+        commit_every_s: float = 0.5,
     ) -> None:
         self.app_id = app_id
         self.handlers = handlers
@@ -159,6 +164,9 @@ class Engine:
         self.tick = tick
         self.tick_every_s = tick_every_s
         self.assigned: dict[tuple[str, int], Assigned] = {}
+        self.commit_every_s = commit_every_s
+        self.next_commit = 0.0
+        self.pending: dict[tuple[str, int], int] = {}  # offsets handled, not yet committed
         self.consumer = Consumer(
             {
                 **consumer_config,
@@ -206,22 +214,35 @@ class Engine:
         next_tick = time.monotonic() + self.tick_every_s
         try:
             while self.running:
-                messages = self.consumer.consume(self.max_batch, self.poll_timeout_s)
+                messages = self._next_batch()
                 if messages:
                     self._handle(messages)
                 else:
                     self.producer.poll(0)
-                if self.tick is not None and time.monotonic() >= next_tick:
+                now = time.monotonic()
+                if self.tick is not None and now >= next_tick:
                     batch = Batch()
                     self.tick(batch, list(self.assigned.values()))
                     self._send(batch)
-                    self._flush()
-                    next_tick = time.monotonic() + self.tick_every_s
+                    next_tick = now + self.tick_every_s
+                if now >= self.next_commit:
+                    self._commit()
+            self._commit(wait=True)  # stopped between batches: what was handled is kept
         finally:
             self.producer.flush(30)
             self.consumer.close()
             self.restorer.close()
             log.info("worker %s stopped after %d events", self.app_id, self.handled)
+
+    def _next_batch(self) -> list[Message]:
+        """What has arrived, up to ``max_batch``, without waiting for a batch to fill: a lone
+        event is handled at once, a backlog in large batches."""
+        messages: list[Message] = self.consumer.consume(self.max_batch, 0)
+        if not messages:
+            messages = self.consumer.consume(1, self.poll_timeout_s)  # wait for traffic
+            if messages and self.max_batch > 1:
+                messages += self.consumer.consume(self.max_batch - 1, 0)
+        return messages
 
     def stop(self) -> None:
         self.running = False
@@ -245,22 +266,45 @@ class Engine:
             record = Record(topic, partition, offset, message.key(), value or b"", message.timestamp()[1])
             self.handlers[topic](record, batch)
             offsets[(topic, partition)] = offset + 1
+        self.pending.update(offsets)
+        self._send(batch)  # now, not at the commit: alerts leave as soon as they are raised
+        self.producer.poll(0)
+        for (topic, schema), n in batch.events_in.items():
+            EVENTS_IN.labels(topic=topic, schema=schema).inc(n)
+        self.handled += len(messages)
+        WORKER_BATCH_SIZE.observe(len(messages))
+        took = time.perf_counter() - started
+        WORKER_BATCH_SECONDS.observe(took)
+        if took > SLOW_S:
+            log.info("slow batch: %d messages in %.2f s", len(messages), took)
+
+    def _commit(self, *, wait: bool = False) -> None:
+        """Wait until the broker has acknowledged every output sent so far, write the changed
+        state to the changelogs and wait for those too, then commit the offsets of what
+        produced them."""
+        started = time.perf_counter()
+        # Outputs first: state that says an alert was raised must never reach the changelog
+        # ahead of the alert itself, or a crash between the two would lose the alert for good.
+        self._flush()
+        changed = 0
         for table in self.tables:
+            changed += len(table.changed)
             for partition, key in table.changed:
                 state = table.partitions.get(partition, {}).get(key)
                 data = None if state is None else table.encode(state)
                 self._produce(table.changelog, key.encode(), data, partition=partition)
             table.changed.clear()
-        self._send(batch)
         self._flush()
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-        )
-        for (topic, schema), n in batch.events_in.items():
-            EVENTS_IN.labels(topic=topic, schema=schema).inc(n)
-        self.handled += len(messages)
-        WORKER_BATCH_SIZE.observe(len(messages))
-        WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
+        if self.pending:
+            # Asynchronous in the loop: everything the offsets stand for is acknowledged, so a
+            # commit lost in a crash only means those messages are handled again.
+            done = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
+            self.consumer.commit(offsets=done, asynchronous=not wait)
+            self.pending.clear()
+        self.next_commit = time.monotonic() + self.commit_every_s
+        took = time.perf_counter() - started
+        if took > SLOW_S:
+            log.info("slow commit: %d changed keys in %.2f s", changed, took)
 
     def _send(self, batch: Batch) -> None:
         out: Counter[str] = Counter()
@@ -319,6 +363,7 @@ class Engine:
         log.info("assigned %s", _names(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit(wait=True)  # the next owner starts from what this worker has handled
         for tp in partitions:
             self.assigned.pop((tp.topic, tp.partition), None)
             for table in self.tables:

@@ -58,20 +58,21 @@ def _catalogued_partitions(name: str) -> int:
     return next(t.partitions for t in topics.ALL if t.name == name)
 
 
-def build(*, max_batch: int = 5000) -> Engine:
+def build(*, max_batch: int = 5000, commit_every_s: float = 0.5) -> Engine:
     return Engine(
         APP_ID, HANDLERS, TABLES,
         consumer_config=librdkafka_config(settings, "worker", **{"fetch.min.bytes": 1}),
         producer_config=librdkafka_config(settings, "worker"),
         max_batch=max_batch,
+        commit_every_s=commit_every_s,
         tick=send_marks,
         tick_every_s=EVERY_S,
     )
 
 
-def run_worker(*, max_batch: int = 5000) -> None:
+def run_worker(*, max_batch: int = 5000, commit_every_s: float = 0.5) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prepare()
     # Made before the group starts, so that a first assignment finds every changelog.
     ensure_topics(settings, worker_topic_specs(), principal="worker")
-    build(max_batch=max_batch).run()
+    build(max_batch=max_batch, commit_every_s=commit_every_s).run()

@@ -18,18 +18,20 @@ COUNTY = list(simulate(7, date(2025, 1, 1), 150, children=150))
 
 
 def alert_ids_from_run(stack: Settings, during: Callable[[Namespace], None] | None = None) -> set[str]:
-    """Alert ids after one worker has replayed the county; ``during`` acts while it runs."""
+    """Alert ids after the county is replayed; ``during`` acts after the worker has committed
+    part of the first half and before the second half is published, so inside the replay."""
+    half = len(COUNTY) // 2
     with namespace(stack) as ns:
         group = f"{ns.prefix}hubstream-worker"
-        publish(ns.settings, COUNTY)
-        # Small batches, so that the replay takes long enough for ``during`` to land inside it.
-        ns.start_worker("--max-batch", "20", name="worker0")
+        publish(ns.settings, COUNTY[:half])
+        # Small batches, each committed, so that ``during`` can land between two of them.
+        ns.start_worker("--max-batch", "20", "--commit-interval", "0", name="worker0")
         if during is not None:
             wait_until(
-                lambda: _progress(ns, group) > 0, timeout_s=120, what="the first committed batch", every_s=0.1
+                lambda: _progress(ns, group) > 0, timeout_s=120, what="a committed batch", every_s=0.05
             )
-            assert _progress(ns, group) < len(COUNTY), "the replay ended before the test could act in it"
             during(ns)
+        publish(ns.settings, COUNTY[half:])
         wait_for_worker(ns, group, timeout_s=240)
         return {str(a["alert_id"]) for a in alerts_on(ns)}
 
@@ -38,7 +40,7 @@ def _progress(ns: Namespace, group: str) -> int:
     """Input messages the group has committed."""
     names = worker_topics(group)[:4]  # the agency topics, not the re-keyed ones
     behind = lag(ns.settings, group, names)
-    return 0 if behind is None else len(COUNTY) - behind
+    return 0 if behind is None else len(COUNTY) // 2 - behind
 
 
 def test_same_history_twice_from_scratch_gives_identical_alert_ids(stack: Settings) -> None:
