@@ -208,28 +208,36 @@ def _store_figures(settings: Settings, probe: KafkaProbe) -> dict[str, Any]:
 
 
 def ceiling(settings: Settings, names: list[str], expected: int) -> dict[str, Any]:
+    """One plain confluent-kafka consumer (the worker's client library), assigned every
+    partition, decoding every message and nothing else."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer
+    from confluent_kafka import TopicPartition as Partition
+
     serde = serde_for(settings)
-    consumer = kafka.consumer(settings, "admin", enable_auto_commit=False)
+    config = {"group.id": "bench-ceiling", "enable.auto.commit": False}
+    consumer = Consumer(kafka.librdkafka_config(settings, "admin", **config))
     try:
+        metadata = consumer.list_topics(timeout=30)
         tps = [
-            TopicPartition(name, p)
+            Partition(name, p, OFFSET_BEGINNING)
             for name in names
-            for p in sorted(consumer.partitions_for_topic(name) or ())
+            for p in sorted(metadata.topics[name].partitions)
         ]
+        total = 0
+        for tp in tps:
+            low, high = consumer.get_watermark_offsets(tp, timeout=30)
+            total += high - low
         consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        total = sum(consumer.end_offsets(tps).values()) - sum(consumer.beginning_offsets(tps).values())
         seen = 0
         with bar(total=total, desc="plain consumer", unit=" msgs") as progress:
             started = time.perf_counter()
             while seen < total:
-                batch = 0
-                for records in consumer.poll(timeout_ms=500).values():
-                    for m in records:
-                        serde.decode(m.value)
-                    batch += len(records)
-                seen += batch
-                progress.update(batch)
+                messages = consumer.consume(10_000, 0.5)
+                for m in messages:
+                    if m.error() is None:
+                        serde.decode(m.value())
+                seen += len(messages)
+                progress.update(len(messages))
             elapsed = time.perf_counter() - started
     finally:
         consumer.close()
