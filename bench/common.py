@@ -428,8 +428,6 @@ class Namespace:
                 admin_sql(self.admin_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             except psycopg2.Error as exc:
                 problems.append(f"database {database}: {exc}")
-        for path in (self.base.home / "worker").glob(f"{self.prefix}*"):
-            shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(self.base.home / "bench-state" / self.prefix.rstrip("."), ignore_errors=True)
         return problems
 

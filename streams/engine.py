@@ -409,7 +409,7 @@ class Engine:
         return state
 
     def _empty(self, tp: TopicPartition) -> bool:
-        low, high = self._offsets_of(TopicPartition(tp.topic, tp.partition))
+        low, high = self._offsets_of(tp)
         return high <= low
 
     def _offsets_of(self, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:

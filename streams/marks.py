@@ -18,8 +18,16 @@ import time
 from datetime import datetime
 
 from hubstream import topics as catalogue
-from streams.app import ASSOCIATION_LINKS, HOTSPOT_OBSERVATIONS, INTELLIGENCE, PARTITIONS, watermarks
-from streams.engine import Assigned, Batch
+from streams.app import (
+    ASSOCIATION_LINKS,
+    HOTSPOT_OBSERVATIONS,
+    INTELLIGENCE,
+    PARTITIONS,
+    dead_letter,
+    watermarks,
+)
+from streams.engine import Assigned, Batch, Record
+from streams.watermarks import MergedWatermark
 
 MARK_KEY = b"\x00mark"  # never a cell or a pseudonym, so never a state key
 EVERY_S = 5.0
@@ -48,6 +56,22 @@ def send_marks(batch: Batch, assigned: list[Assigned]) -> None:
             for partition in range(PARTITIONS):
                 batch.send(topic, MARK_KEY, data, partition=partition)
         _sent[source] = (mark, now)
+
+
+def take_mark(record: Record, batch: Batch, merged: MergedWatermark) -> bool:
+    """If ``record`` is a mark, fold it into ``merged`` (or dead-letter it) and say so."""
+    if record.key != MARK_KEY:
+        return False
+    try:
+        source, mark = decode_mark(record.value)
+    except (ValueError, KeyError, TypeError) as exc:
+        dead_letter(record, batch, f"unreadable watermark mark: {exc}", None, "process")
+        return True
+    if mark is None:
+        merged.idle(record.source, source)
+    else:
+        merged.observe(record.source, source, mark)
+    return True
 
 
 def encode_mark(source: str, mark: datetime | None) -> bytes:

@@ -8,7 +8,7 @@ from hubstream.protect import pseudonym
 from streams import rules, translate
 from streams.app import ASSOCIATION_LINKS, dead_letter, rule_config, send_alerts, state_table
 from streams.engine import Batch, Record
-from streams.marks import ASSOCIATION_SOURCES, MARK_KEY, decode_mark
+from streams.marks import ASSOCIATION_SOURCES, take_mark
 from streams.rules import association
 from streams.watermarks import MergedWatermark
 
@@ -39,16 +39,7 @@ def _entity_for(report: rules.IntelligenceReport, table_key: str) -> str:
 
 
 def associations(record: Record, batch: Batch) -> None:
-    if record.key == MARK_KEY:
-        try:
-            source, mark = decode_mark(record.value)
-        except (ValueError, KeyError, TypeError) as exc:
-            dead_letter(record, batch, f"unreadable watermark mark: {exc}", None, "process")
-            return
-        if mark is None:
-            merged.idle(record.source, source)
-        else:
-            merged.observe(record.source, source, mark)
+    if take_mark(record, batch, merged):
         return
     try:
         report, source, source_mark = translate.event_from_bytes(record.value)

@@ -7,7 +7,7 @@ from datetime import datetime
 from streams import rules, translate
 from streams.app import HOTSPOT_OBSERVATIONS, dead_letter, rule_config, send_alerts, state_table
 from streams.engine import Batch, Record
-from streams.marks import HOTSPOT_SOURCES, MARK_KEY, decode_mark
+from streams.marks import HOTSPOT_SOURCES, take_mark
 from streams.rules import hotspot
 from streams.watermarks import MergedWatermark
 
@@ -28,16 +28,7 @@ def forward_to_hotspots(event: rules.RuleEvent, source: Record, watermark: datet
 
 
 def hotspots(record: Record, batch: Batch) -> None:
-    if record.key == MARK_KEY:
-        try:
-            source, mark = decode_mark(record.value)
-        except (ValueError, KeyError, TypeError) as exc:
-            dead_letter(record, batch, f"unreadable watermark mark: {exc}", None, "process")
-            return
-        if mark is None:
-            merged.idle(record.source, source)
-        else:
-            merged.observe(record.source, source, mark)
+    if take_mark(record, batch, merged):
         return
     try:
         rule_event, source, source_mark = translate.event_from_bytes(record.value)

@@ -32,17 +32,18 @@ interview_states = state_table("return-interview", MISSING, return_interview.Ret
 # and restored with the partition, so a restarted worker still raises what falls due.
 due = json_table("return-interview-due", MISSING)
 # Per partition, the same entries ordered by deadline (built from the table when first needed,
-# so also after a restore). Entries the table no longer holds are skipped when they surface.
-_queues: dict[int, tuple[int, list[tuple[str, str]]]] = {}
+# so also after a restore: the table's dict is held here and compared by identity). Entries the
+# table no longer holds are skipped when they surface.
+_queues: dict[int, tuple[dict[str, dict[str, str]], list[tuple[str, str]]]] = {}
 
 
 def _queue(partition: int) -> list[tuple[str, str]]:
     entries = due.partitions[partition]
     held = _queues.get(partition)
-    if held is None or held[0] != id(entries):
+    if held is None or held[0] is not entries:
         queue = [(entry["deadline"], key) for key, entry in entries.items()]
         heapq.heapify(queue)
-        _queues[partition] = held = (id(entries), queue)
+        _queues[partition] = held = (entries, queue)
     return held[1]
 
 
