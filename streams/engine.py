@@ -227,7 +227,7 @@ class Engine:
                     next_tick = now + self.tick_every_s
                 if now >= self.next_commit:
                     self._commit()
-            self._commit(wait=True)  # stopped between batches: what was handled is kept
+            self._commit()  # stopped between batches: what was handled is kept
         finally:
             self.producer.flush(30)
             self.consumer.close()
@@ -278,7 +278,7 @@ class Engine:
         if took > SLOW_S:
             log.info("slow batch: %d messages in %.2f s", len(messages), took)
 
-    def _commit(self, *, wait: bool = False) -> None:
+    def _commit(self) -> None:
         """Wait until the broker has acknowledged every output sent so far, write the changed
         state to the changelogs and wait for those too, then commit the offsets of what
         produced them."""
@@ -296,11 +296,15 @@ class Engine:
             table.changed.clear()
         self._flush()
         if self.pending:
-            # Asynchronous in the loop: everything the offsets stand for is acknowledged, so a
-            # commit lost in a crash only means those messages are handled again.
             done = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
-            self.consumer.commit(offsets=done, asynchronous=not wait)
-            self.pending.clear()
+            try:
+                self.consumer.commit(offsets=done, asynchronous=False)
+            except KafkaException as exc:
+                # Refused during a rebalance, say: kept, and tried again at the next commit. An
+                # asynchronous commit lost this way left a group behind for good.
+                log.warning("commit of %d partitions refused (%s); trying again", len(done), exc)
+            else:
+                self.pending.clear()
         self.next_commit = time.monotonic() + self.commit_every_s
         took = time.perf_counter() - started
         if took > SLOW_S:
@@ -363,8 +367,9 @@ class Engine:
         log.info("assigned %s", _names(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._commit(wait=True)  # the next owner starts from what this worker has handled
+        self._commit()  # the next owner starts from what this worker has handled
         for tp in partitions:
+            self.pending.pop((tp.topic, tp.partition), None)  # if refused, the next owner redoes it
             self.assigned.pop((tp.topic, tp.partition), None)
             for table in self.tables:
                 if table.source == tp.topic:
@@ -382,7 +387,8 @@ class Engine:
         try:
             done = False
             while not done:
-                for message in self.restorer.consume(10_000, 1.0):
+                # A short wait: consume() waits this long whenever fewer messages are left.
+                for message in self.restorer.consume(10_000, 0.05):
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
