@@ -9,6 +9,7 @@ query of the Grafana dashboard must be valid PromQL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -282,13 +283,17 @@ def test_prometheus_scrapes_the_worker_and_hub_consumer_metrics(
     broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not broken, broken
 
-    # Every dashboard query is valid PromQL; the panels over wired metrics have data.
-    empty = []
-    for title, expr in _dashboard_queries():
-        if not p.query(expr):
-            empty.append(title)
+    # Every dashboard query is valid PromQL; the panels over wired metrics have data. A rate
+    # needs two scrapes in its window, and the pipeline can finish before the second one.
+    def empty_panels() -> list[str]:
+        return [title for title, expr in _dashboard_queries() if not p.query(expr)]
+
     # Nothing failed at the database here, and nothing sets the lag gauge (see below).
-    assert set(empty) <= {"Database errors", "Consumer lag"}, empty
+    expected_empty = {"Database errors", "Consumer lag"}
+    with contextlib.suppress(TimeoutError):  # the assertion below names the panels
+        wait_until(lambda: set(empty_panels()) <= expected_empty, timeout_s=WAIT_S, what="dashboard data")
+    empty = empty_panels()
+    assert set(empty) <= expected_empty, empty
 
     # Each metric hubstream defines should reach Prometheus once its event has happened.
     seen = set(p.api("label/__name__/values"))
