@@ -64,7 +64,11 @@ def county_story() -> list[tuple[str, dict[str, object]]]:
         )
         for n in range(5)
     ]
-    return story
+    # In event-time order, as agencies report: the return-interview timer runs on each
+    # partition's watermark, and children share partitions by a keyed hash that differs per
+    # installation. Out of order, pk_a's day-20 episode could pass pk_c's deadline before pk_c's
+    # return and interview arrive, and raise an overdue alert the rules (per child) never would.
+    return sorted(story, key=lambda item: str(item[1]["occurred_at"]))
 
 
 def publish(settings: Settings, events: list[tuple[str, dict[str, object]]]) -> None:
