@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import profile
 from bench.common import (
     BENCH_VENV,
     Context,
@@ -142,6 +143,7 @@ def _quix_python() -> Path | None:
 def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str, Any]:
     port = free_port()
     worker = ns.start_worker(port, log_name="worker-alone")
+    spy = None
     first: tuple[float, float] | None = None
     last: tuple[float, float] = (time.time(), 0.0)
     cpu_first = 0.0
@@ -158,6 +160,9 @@ def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str,
             if count is not None:
                 if count > 0 and first is None:
                     first, cpu_first = (now, count), proc_cpu_seconds(worker.pid) or 0.0
+                    if ctx.profile_seconds:
+                        out_file = ctx.log_dir / "peer-worker.pyspy.txt"
+                        spy = profile.start(worker.pid, ctx.profile_seconds, out_file)
                 last = (now, count)
                 progress.update(int(count) - progress.n)
                 if count >= expected:
@@ -168,12 +173,14 @@ def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str,
                 raise TimeoutError("our worker processed nothing in 300 s")
             time.sleep(0.25)
     cpu = (proc_cpu_seconds(worker.pid) or 0.0) - cpu_first
+    if spy is not None:
+        spy.wait(timeout=ctx.profile_seconds + 60)
     ns.stop(worker)
     if first is None:
         return {"error": "our worker processed nothing", "messages": 0}
     elapsed = last[0] - first[0]
     alerts = _count_alerts(ctx.log_dir / f"{ns.name}-worker-alone.log")
-    return {
+    out: dict[str, Any] = {
         "messages": int(last[1]),
         "expected": expected,
         "finished": last[1] >= expected,
@@ -184,6 +191,9 @@ def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str,
         "cpu_utilisation": rate(cpu, elapsed),
         "repeat_missing_alerts": alerts,
     }
+    if spy is not None:
+        out["profile"] = profile.summarise(ctx.log_dir / "peer-worker.pyspy.txt")
+    return out
 
 
 def _count_alerts(log: Path) -> int:

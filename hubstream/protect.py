@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 import threading
-from functools import cache
+from functools import cache, lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,7 +43,12 @@ def _home(settings: Settings | None) -> str:
 
 def pseudonym(value: str, settings: Settings | None = None) -> str:
     """The keyed hash that stands for ``value`` in record keys (32 hex characters)."""
-    secret = key("pseudonym", _home(settings))
+    return _pseudonym(value, key("pseudonym", _home(settings)))
+
+
+# A child's or a cell's key is asked for on each of its events: recent ones are kept (a few MiB).
+@lru_cache(maxsize=32_768)
+def _pseudonym(value: str, secret: bytes) -> str:
     return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 

@@ -7,11 +7,13 @@ table value is a rule state object; its changelog message is the state's JSON fo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
+
+import msgspec
 
 import schemas
 from hubstream import topics as catalogue
@@ -23,6 +25,7 @@ from hubstream.settings import load
 from streams import rules, translate
 from streams.config import load_rule_config
 from streams.engine import Batch, Record, Table
+from streams.rules import _json
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +47,16 @@ ASSOCIATION_LINKS = f"{APP_ID}-association-links"
 TABLES: list[Table] = []
 
 
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
 def state_table(name: str, source: str, state_class: Any) -> Table:
     """A table of rule states: ``state_class`` objects, their JSON form in the changelog."""
-    table = Table(
-        name,
-        source,
-        lambda state: _json_bytes(state.to_json()),
-        lambda data: state_class.from_json(json.loads(data)),
-    )
+    table = Table(name, source, _json.dumps, partial(_json.loads, state_class))
     TABLES.append(table)
     return table
 
 
 def json_table(name: str, source: str) -> Table:
     """A table of plain JSON values."""
-    table = Table(name, source, _json_bytes, json.loads)
+    table = Table(name, source, msgspec.json.encode, msgspec.json.decode)
     TABLES.append(table)
     return table
 

@@ -6,12 +6,15 @@ never see rule internals beyond the fold API.
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from streams import rules
 from streams.rules import _json
+from streams.rules._time import UtcDatetime
 from streams.rules.events import ENTITY_KINDS, EntityKind, normalise_phone, normalise_vrm
 
 _OBJECT_ENTITY: dict[str, EntityKind] = {
@@ -88,21 +91,28 @@ _EVENT_TYPES: dict[str, type[Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class _Rekeyed:
+    type: str
+    event: msgspec.Raw  # decoded once its type is known
+    source: str
+    watermark: UtcDatetime
+
+
 def event_to_bytes(event: rules.RuleEvent, source: str, source_watermark: datetime) -> bytes:
     """A re-keyed event, with the watermark of the source partition it came from."""
-    payload = {
-        "type": type(event).__name__,
-        "event": _json.encode(event),
-        "source": source,
-        "watermark": source_watermark.isoformat(),
-    }
-    return json.dumps(payload, separators=(",", ":")).encode()
+    payload = {"type": type(event).__name__, "event": event, "source": source, "watermark": source_watermark}
+    return _json.dumps(payload)
 
 
 def event_from_bytes(data: bytes) -> tuple[rules.RuleEvent, str, datetime]:
-    raw = json.loads(data)
-    decoded: rules.RuleEvent = _json.decode(_EVENT_TYPES[raw["type"]], raw["event"], raw["type"])
-    return decoded, raw["source"], datetime.fromisoformat(raw["watermark"])
+    raw = _json.loads(_Rekeyed, data, "re-keyed event")
+    kind = _EVENT_TYPES.get(raw.type)
+    if kind is None:
+        known = sorted(_EVENT_TYPES)
+        raise rules.RuleInputError(f"re-keyed event.type must be one of {known}, got {raw.type!r}")
+    decoded: rules.RuleEvent = _json.loads(kind, raw.event, raw.type)
+    return decoded, raw.source, raw.watermark
 
 
 def alert_record(alert: rules.Alert, published_at: datetime) -> dict[str, Any]:

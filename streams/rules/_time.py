@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import msgspec
 
 from streams.rules.errors import LateEventError, RuleInputError
+
+# A datetime field of rule state: read back from JSON only with its zone (written in UTC).
+UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 def require_utc(field: str, value: object) -> datetime:

@@ -16,10 +16,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from streams.rules._json import decode, encode
-from streams.rules._time import require_utc
+from streams.rules._time import UtcDatetime, require_utc
 from streams.rules.errors import RuleInputError
 
 RuleName = Literal[
@@ -35,14 +36,21 @@ SettingPairs = tuple[tuple[str, int], ...]
 
 
 def alert_id(rule: str, subject: str, anchor_ids: Iterable[str], settings: SettingPairs) -> str:
-    payload = {
-        "anchors": sorted(set(anchor_ids)),
-        "rule": rule,
-        "settings": [[name, value] for name, value in sorted(settings)],
-        "subject": subject,
-    }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # The canonical JSON written out key by key (in sorted order) rather than through
+    # json.dumps(sort_keys=True) of a dict: the same bytes, in a third of the time.
+    canonical = (
+        f'{{"anchors":{_dumps(sorted(set(anchor_ids)))},"rule":{_dumps(rule)},'
+        f'"settings":{_settings_json(settings)},"subject":{_dumps(subject)}}}'
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@lru_cache(maxsize=256)
+def _settings_json(settings: SettingPairs) -> str:
+    return _dumps([[name, value] for name, value in sorted(settings)])
 
 
 @dataclass(frozen=True)
@@ -55,10 +63,10 @@ class Alert:
     subject: str
     area: str
     severity: Severity
-    window_start: datetime
-    window_end: datetime
+    window_start: UtcDatetime
+    window_end: UtcDatetime
     evidence: tuple[str, ...]
-    raised_at: datetime
+    raised_at: UtcDatetime
     settings: SettingPairs
     handling_conditions: tuple[str, ...] = ()
     resolves: str | None = None

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
-from streams.rules._time import advance_watermark, check_not_late
+from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
 from streams.rules.alerts import Alert, alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import IntelligenceReport, RuleEvent
@@ -39,7 +39,7 @@ class Link:
     """A report naming the entity, as the rule remembers it."""
 
     event_id: str
-    occurred_at: datetime
+    occurred_at: UtcDatetime
     area: str
     children: tuple[str, ...]
     conditions: str | None
@@ -50,7 +50,7 @@ class AssociationState:
     entity: str  # kind:key
     links: tuple[Link, ...] = ()  # ordered by (occurred_at, event_id)
     fired: tuple[tuple[str, str], ...] = ()  # (report event_id, alert_id), sorted
-    watermark: datetime | None = None
+    watermark: UtcDatetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         encoded: dict[str, Any] = encode(self)

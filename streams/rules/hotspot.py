@@ -47,7 +47,7 @@ from typing import Any, Final
 import h3
 
 from streams.rules._json import decode, encode
-from streams.rules._time import advance_watermark, check_not_late, to_iso
+from streams.rules._time import UtcDatetime, advance_watermark, check_not_late, to_iso
 from streams.rules.alerts import Alert, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import ChildReturned, IntelligenceReport, Location, MissingReported, RuleEvent
@@ -61,7 +61,7 @@ EPOCH: Final = datetime(1970, 1, 5, tzinfo=UTC)
 @dataclass(frozen=True)
 class Observation:
     event_id: str
-    occurred_at: datetime
+    occurred_at: UtcDatetime
     lat: float
     lon: float
     area: str
@@ -75,7 +75,7 @@ class HotspotState:
     cell: str
     observations: tuple[Observation, ...] = ()  # ordered by (occurred_at, event_id, lat, lon)
     fired: tuple[tuple[str, str], ...] = ()  # (period start ISO, alert_id), sorted
-    watermark: datetime | None = None
+    watermark: UtcDatetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         encoded: dict[str, Any] = encode(self)

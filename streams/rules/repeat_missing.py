@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
-from streams.rules._time import advance_watermark, check_not_late
+from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
 from streams.rules.alerts import Alert, alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import MissingReported, RuleEvent
@@ -45,7 +45,7 @@ RULE: Final = "repeat_missing"
 class Report:
     event_id: str
     episode_id: str
-    occurred_at: datetime
+    occurred_at: UtcDatetime
     area: str
     high_risk: bool
 
@@ -55,7 +55,7 @@ class RepeatMissingState:
     child_id: str
     reports: tuple[Report, ...] = ()  # ordered by (occurred_at, event_id)
     fired: tuple[tuple[str, str], ...] = ()  # (episode_id, alert_id), sorted
-    watermark: datetime | None = None
+    watermark: UtcDatetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         encoded: dict[str, Any] = encode(self)

@@ -195,6 +195,32 @@ def test_every_rule_event_round_trips_through_bytes_with_its_source_and_watermar
     assert (decoded_source, decoded_watermark) == (source, watermark)
 
 
+_GOOD = (
+    b'{"type":"ReturnInterview","event":{"event_id":"e1","child_id":"c","episode_id":"ep",'
+    b'"occurred_at":"2024-03-01T21:30:00Z","outcome":"completed"},"source":"s:0",'
+    b'"watermark":"2024-03-01T21:30:00Z"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not json", r"re-keyed event: JSON is malformed"),
+        (_GOOD.replace(b'"ReturnInterview"', b'"Postcard"'),
+         r"re-keyed event\.type must be one of .* got 'Postcard'"),
+        (_GOOD.replace(b'"watermark":"2024-03-01T21:30:00Z"', b'"watermark":"2024-03-01T21:30:00"'),
+         r"re-keyed event\.watermark: Expected `datetime` with a timezone"),
+        (_GOOD.replace(b'"outcome":"completed"', b'"outcome":"lost"'),
+         r"ReturnInterview\.outcome: Invalid enum value 'lost'"),
+        (_GOOD.replace(b'"event_id":"e1",', b""),
+         r"ReturnInterview: Object missing required field `event_id`"),
+    ],
+)
+def test_an_unreadable_re_keyed_event_is_refused_naming_the_field(data: bytes, message: str) -> None:
+    with pytest.raises(rules.RuleInputError, match=message):
+        translate.event_from_bytes(data)
+
+
 # -- alerts out -----------------------------------------------------------------------------------
 
 

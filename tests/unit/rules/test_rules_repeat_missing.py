@@ -168,7 +168,8 @@ def test_state_round_trips_through_json() -> None:
 def test_state_from_json_names_the_bad_field() -> None:
     raw = run([missing("e1", day(0))])[0].to_json()
     raw["reports"][0]["occurred_at"] = "2026-01-01T00:00:00"
-    with pytest.raises(RuleInputError, match=r"state\.reports\[0\]\.occurred_at must be timezone-aware"):
+    bad_field = r"state\.reports\[0\]\.occurred_at: Expected `datetime` with a timezone"
+    with pytest.raises(RuleInputError, match=bad_field):
         rule.RepeatMissingState.from_json(raw)
 
 
