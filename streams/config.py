@@ -3,6 +3,7 @@
 HUBSTREAM_RULES_FILE names a JSON file such as::
 
     {"repeat_missing": {"E06000016": {"count": 3, "days": 30}},
+     "return_interview": {"E06000016": {"out_of_order_hours": 12}},
      "hotspot": {"E10000018": {"min_reports": 4}}}
 
 Keys are rule names, then area codes, then the fields to change from the defaults.

@@ -7,7 +7,7 @@ episodes are also re-keyed onto the hotspot topic.
 from __future__ import annotations
 
 import heapq
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from hubstream.protect import pseudonym
 from streams import rules, translate
@@ -27,13 +27,15 @@ from streams.rules import repeat_missing, return_interview
 
 repeat_states = state_table("repeat-missing", MISSING, repeat_missing.RepeatMissingState)
 interview_states = state_table("return-interview", MISSING, return_interview.ReturnInterviewState)
-# Children with a return whose interview deadline has not passed, keyed by the child's
-# pseudonym: {"child", "deadline" (ISO, UTC), "area"}. Small (returns of the last few days),
-# and restored with the partition, so a restarted worker still raises what falls due.
+# Children whose overdue alert may still fall due, keyed by the child's pseudonym:
+# {"child", "deadline", "area"}, "deadline" being when the watermark must reach to raise it (ISO,
+# UTC; the interview deadline plus out_of_order_hours, under the name earlier changelogs used).
+# Small (returns of the last few days), and restored with the partition, so a restarted worker
+# still raises what falls due.
 due = json_table("return-interview-due", MISSING)
-# Per partition, the same entries ordered by deadline (built from the table when first needed,
-# so also after a restore: the table's dict is held here and compared by identity). Entries the
-# table no longer holds are skipped when they surface.
+# Per partition, the same entries ordered by when they fall due (built from the table when first
+# needed, so also after a restore: the table's dict is held here and compared by identity).
+# Entries the table no longer holds are skipped when they surface.
 _queues: dict[int, tuple[dict[str, dict[str, str]], list[tuple[str, str]]]] = {}
 
 
@@ -47,25 +49,27 @@ def _queue(partition: int) -> list[tuple[str, str]]:
     return held[1]
 
 
-def _next_deadline(
+def _next_due(
     state: return_interview.ReturnInterviewState, settings: rules.ReturnInterviewSettings
 ) -> datetime | None:
+    """When the watermark must reach to raise this child's next overdue alert, if one may fall due."""
+    delay = timedelta(hours=settings.out_of_order_hours)
     pending = [
-        d for e in state.episodes
+        d + delay for e in state.episodes
         if e.overdue_alert_id is None and (d := e.deadline(settings)) is not None
         and not any(i.occurred_at <= d for i in e.interviews)
     ]
     return min(pending, default=None)
 
 
-def _track(partition: int, child: str, area: str, deadline: datetime | None) -> None:
+def _track(partition: int, child: str, area: str, due_at: datetime | None) -> None:
     key = pseudonym(child)
     held = due.get(partition, key)
-    if deadline is None:
+    if due_at is None:
         if held is not None:
             due.set(partition, key, None)
         return
-    mark = deadline.isoformat()
+    mark = due_at.isoformat()
     if held is not None and held["deadline"] == mark:
         return
     due.set(partition, key, {"child": child, "deadline": mark, "area": area})
@@ -83,19 +87,19 @@ def _interview_step(
         state, alerts = return_interview.apply(state, event, settings)
     state, more = return_interview.advance(state, watermark, settings)
     interview_states.set(partition, key, state)
-    _track(partition, child, area, _next_deadline(state, settings))
+    _track(partition, child, area, _next_due(state, settings))
     return alerts + more
 
 
 def _falling_due(partition: int, watermark: datetime) -> list[tuple[str, str]]:
-    """(child, area) of every tracked deadline the watermark has reached."""
+    """(child, area) of every tracked entry whose due time the watermark has reached."""
     queue = _queue(partition)
     mark = watermark.isoformat()  # ISO strings of UTC datetimes sort as the datetimes do
     found: dict[str, tuple[str, str]] = {}
     while queue and queue[0][0] <= mark:
-        deadline, key = heapq.heappop(queue)
+        due_at, key = heapq.heappop(queue)
         entry = due.get(partition, key)
-        if entry is not None and entry["deadline"] == deadline:
+        if entry is not None and entry["deadline"] == due_at:
             found[key] = (entry["child"], entry["area"])
     return sorted(found.values())
 
@@ -119,7 +123,7 @@ def missing_episodes(record: Record, batch: Batch) -> None:
             repeat_states.set(partition, key, state)
         elif isinstance(rule_event, (rules.ChildReturned, rules.ReturnInterview)):
             alerts = _interview_step(partition, child, value["area"], rule_event, watermark)
-        # Deadlines this event's time has passed, the current child's included (advance is idempotent).
+        # Entries this event's time has made due, the current child's included (advance is idempotent).
         for due_child, area in _falling_due(partition, watermark):
             alerts += _interview_step(partition, due_child, area, None, watermark)
     except rules.RuleInputError as exc:

@@ -5,11 +5,14 @@ State is per child (``initial(child_id)``), one record per missing episode. Sema
 * ``returned_at`` is the earliest :class:`ChildReturned` ``occurred_at`` for the episode;
   ``deadline = returned_at + hours``, in exact elapsed hours (UTC), so a deadline spanning a
   UK clock change is still 72 real hours.
-* The overdue alert fires once, when the watermark is ``>= deadline`` and no
-  :class:`ReturnInterview` (completed or declined) for the episode has ``occurred_at <=
-  deadline``. It fires from ``advance`` or, when the return itself arrives after the
-  watermark has passed its deadline, from ``apply``. Anchor = the episode; window =
-  ``[returned_at, deadline]``; ``raised_at`` = the deadline; evidence = the return events.
+* The overdue alert fires once, when the watermark is ``>= deadline + out_of_order_hours``
+  and no :class:`ReturnInterview` (completed or declined) for the episode has ``occurred_at <=
+  deadline``. The worker's watermark is the latest event time on a partition many children
+  share, so the timer is held back: events arriving less than ``out_of_order_hours`` behind it
+  raise no overdue alert that their event-time order would not. It fires from ``advance`` or,
+  when the return itself arrives after the watermark has passed that point, from ``apply``.
+  Anchor = the episode; window = ``[returned_at, deadline]``; ``raised_at`` = the deadline;
+  evidence = the return events.
 * Any interview known for an episode whose overdue alert has fired, whether it arrived
   after the alert or was already held (it occurred after the deadline), raises one
   ``return_interview_resolved`` follow-up with ``resolves`` = the overdue alert id,
@@ -154,7 +157,7 @@ def _check(
     deadline = record.deadline(settings)
     if record.overdue_alert_id is None and deadline is not None and watermark is not None:
         on_time = any(i.occurred_at <= deadline for i in record.interviews)
-        if watermark >= deadline and not on_time:
+        if watermark >= deadline + timedelta(hours=settings.out_of_order_hours) and not on_time:
             overdue = _overdue_alert(child_id, record, deadline, settings)
             record = replace(record, overdue_alert_id=overdue.alert_id)
             alerts.append(overdue)

@@ -1,14 +1,16 @@
 """Rule settings: one frozen dataclass per rule, with defaults, and per-area overrides.
 
 Defaults
-    repeat missing: 3 episodes in 90 days; return interview: 72 hours; hotspot: H3 resolution
-    8 cells, reported at coarse resolution 6 (so an alert never points at a home), 1 ring of
+    repeat missing: 3 episodes in 90 days; return interview: 72 hours, the overdue alert raised
+    once the watermark is ``out_of_order_hours`` (6) past the deadline; hotspot: H3 resolution 8
+    cells, reported at coarse resolution 6 (so an alert never points at a home), 1 ring of
     neighbours, 28 days, at least 5 reports from 2 agencies about 2 children; association:
     3 children in 90 days. Every rule accepts events up to ``allowed_lateness_days`` (30)
     behind its watermark and keeps state that long.
 
-``allowed_lateness_days`` only bounds state; it is not part of an alert's identity. Every
-other field is (see :func:`identity`), so a changed threshold yields new alert ids.
+``allowed_lateness_days`` only bounds state and ``out_of_order_hours`` only delays firing; neither
+is part of an alert's identity. Every other field is (see :func:`identity`), so a changed
+threshold yields new alert ids.
 Nothing here reads the environment: the composition root passes the overrides in.
 """
 
@@ -55,6 +57,7 @@ class RepeatMissingSettings:
 @dataclass(frozen=True)
 class ReturnInterviewSettings:
     hours: int = field(default=72, metadata=_at_least(1))
+    out_of_order_hours: int = field(default=6, metadata=_LATENESS)
     allowed_lateness_days: int = field(default=30, metadata=_LATENESS)
 
     def __post_init__(self) -> None:

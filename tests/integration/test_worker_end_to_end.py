@@ -66,8 +66,9 @@ def county_story() -> list[tuple[str, dict[str, object]]]:
     ]
     # In event-time order, as agencies report: the return-interview timer runs on each
     # partition's watermark, and children share partitions by a keyed hash that differs per
-    # installation. Out of order, pk_a's day-20 episode could pass pk_c's deadline before pk_c's
-    # return and interview arrive, and raise an overdue alert the rules (per child) never would.
+    # installation. The timer waits only out_of_order_hours (6) past a deadline, so with the story
+    # shuffled by days, pk_a's day-20 episode could pass that point before pk_c's return and
+    # interview arrive, and raise an overdue alert the rules (per child) never would.
     return sorted(story, key=lambda item: str(item[1]["occurred_at"]))
 
 

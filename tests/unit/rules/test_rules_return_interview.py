@@ -7,10 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rules_factories import at, day, fold, ids, interview, missing, returned
 
-from streams.rules import LateEventError, MisroutedEventError, ReturnInterviewSettings
+from streams.config import load_rule_config
+from streams.rules import LateEventError, MisroutedEventError, ReturnInterviewSettings, RuleInputError
 from streams.rules import return_interview as rule
 
 DEFAULT = ReturnInterviewSettings()
+AT_DEADLINE = ReturnInterviewSettings(out_of_order_hours=0)  # the timer not held back
+HELD_BACK = timedelta(hours=6)  # DEFAULT.out_of_order_hours
 SECOND = timedelta(seconds=1)
 
 
@@ -23,7 +26,7 @@ def run(events: list[object], watermark=None, settings: ReturnInterviewSettings 
 
 
 def test_no_interview_within_72_hours_raises_overdue_at_the_deadline() -> None:
-    _, alerts = run([returned("e1", day(0))], watermark=day(3))
+    _, alerts = run([returned("e1", day(0))], watermark=day(3) + HELD_BACK)
     [alert] = alerts
     assert (alert.rule, alert.subject_kind, alert.subject, alert.area) == (
         "return_interview_overdue", "child", "child-1", "north")
@@ -33,7 +36,44 @@ def test_no_interview_within_72_hours_raises_overdue_at_the_deadline() -> None:
 
 
 def test_watermark_one_second_before_the_deadline_does_not_raise() -> None:
-    assert run([returned("e1", day(0))], watermark=day(3) - SECOND)[1] == []
+    assert run([returned("e1", day(0))], watermark=day(3) - SECOND, settings=AT_DEADLINE)[1] == []
+
+
+def test_default_holds_the_overdue_alert_back_until_six_hours_past_the_deadline() -> None:
+    assert DEFAULT.out_of_order_hours == 6
+    state, early = run([returned("e1", day(0))], watermark=day(3) + HELD_BACK - timedelta(minutes=1))
+    assert early == []
+    _, [alert] = rule.advance(state, day(3) + HELD_BACK, DEFAULT)
+    assert alert.rule == "return_interview_overdue"
+    assert (alert.raised_at, alert.window_end) == (day(3), day(3))
+
+
+def test_on_time_interview_arriving_after_the_deadline_within_the_hold_back_raises_nothing() -> None:
+    state, before = run([returned("e1", day(0))], watermark=day(3) + HELD_BACK - SECOND)
+    state, on_arrival = rule.apply(state, interview("e1", day(2)), DEFAULT)
+    _, after = rule.advance(state, day(10), DEFAULT)
+    assert before + on_arrival + after == []
+
+
+def test_out_of_order_hours_is_not_part_of_the_alert_id() -> None:
+    [held_back] = run([returned("e1", day(0))], watermark=day(4))[1]
+    [at_deadline] = run([returned("e1", day(0))], watermark=day(4), settings=AT_DEADLINE)[1]
+    assert held_back.alert_id == at_deadline.alert_id
+    assert held_back.settings == at_deadline.settings == (("hours", 72),)
+
+
+def test_negative_out_of_order_hours_is_refused_naming_the_field_and_value() -> None:
+    message = r"ReturnInterviewSettings\.out_of_order_hours must be at least 0, got -1"
+    with pytest.raises(RuleInputError, match=message):
+        ReturnInterviewSettings(out_of_order_hours=-1)
+
+
+def test_out_of_order_hours_is_set_per_area_from_the_rules_file(tmp_path) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"return_interview": {"south": {"out_of_order_hours": 12}}}))
+    by_area = load_rule_config(str(path)).return_interview
+    assert by_area.for_area("south").out_of_order_hours == 12
+    assert by_area.for_area("north") == ReturnInterviewSettings()
 
 
 def test_interview_exactly_at_the_deadline_is_on_time() -> None:
@@ -94,9 +134,9 @@ def test_overdue_alert_fires_once_across_repeated_advances() -> None:
 def test_deadline_across_the_uk_clock_change_is_72_real_hours() -> None:
     # Clocks go forward on 2026-03-29; the deadline is 72 elapsed hours, 13:00 local BST.
     back = returned("e1", at("2026-03-28T12:00:00+00:00"))
-    state, _ = run([back], watermark=at("2026-03-31T11:59:59+00:00"))
+    state, _ = run([back], watermark=at("2026-03-31T11:59:59+00:00"), settings=AT_DEADLINE)
     assert state.episodes[0].overdue_alert_id is None
-    _, [alert] = rule.advance(state, at("2026-03-31T12:00:00+00:00"), DEFAULT)
+    _, [alert] = rule.advance(state, at("2026-03-31T12:00:00+00:00"), AT_DEADLINE)
     assert alert.window_end == at("2026-03-31T12:00:00+00:00")
     assert alert.window_end.astimezone(ZoneInfo("Europe/London")).hour == 13
 
@@ -104,13 +144,13 @@ def test_deadline_across_the_uk_clock_change_is_72_real_hours() -> None:
 def test_return_given_in_local_time_is_handled_in_utc() -> None:
     london = ZoneInfo("Europe/London")
     local_return = returned("e1", at("2026-03-28T12:00:00").replace(tzinfo=london))
-    _, [alert] = run([local_return], watermark=at("2026-03-31T12:00:00+00:00"))
+    _, [alert] = run([local_return], watermark=at("2026-03-31T12:00:00+00:00"), settings=AT_DEADLINE)
     assert alert.window_end == at("2026-03-31T12:00:00+00:00")
 
 
 def test_earliest_return_sets_the_deadline() -> None:
     events = [returned("e1", day(1), event_id="later"), returned("e1", day(0), event_id="earlier")]
-    _, [alert] = run(events, watermark=day(3))
+    _, [alert] = run(events, watermark=day(3), settings=AT_DEADLINE)
     assert alert.window_start == day(0)
     assert alert.evidence == ("earlier", "later")
 
@@ -122,8 +162,8 @@ def test_same_return_event_twice_is_held_once() -> None:
 
 def test_shorter_deadline_setting_gives_a_different_alert() -> None:
     six = ReturnInterviewSettings(hours=6)
-    [short] = run([returned("e1", day(0))], watermark=day(0) + timedelta(hours=6), settings=six)[1]
-    [default] = run([returned("e1", day(0))], watermark=day(3))[1]
+    [short] = run([returned("e1", day(0))], watermark=day(1), settings=six)[1]
+    [default] = run([returned("e1", day(0))], watermark=day(3) + HELD_BACK)[1]
     assert short.alert_id != default.alert_id
 
 
@@ -229,3 +269,69 @@ def test_interleaved_watermarks_only_add_overdue_alerts_that_are_resolved(spec, 
     _, batch = run(events, watermark=day(20))
     assert ids(batch) <= ids(streamed)
     assert _unresolved(streamed) == _unresolved(batch)
+
+
+# A partition shared by several children, as the worker runs it: the watermark is the latest
+# event time seen, and every child's state is advanced to it after each event. One return and at
+# most one interview per episode: with more, an alert's evidence is what had arrived when it fired
+# (its id is the same either way).
+MINUTE = timedelta(minutes=1)
+HOUR = 60  # minutes
+CHILDREN = ("child-1", "child-2", "child-3")
+
+episode = st.tuples(
+    st.sampled_from(CHILDREN),
+    st.integers(0, 4 * 24 * HOUR),  # the return, minutes after day 0
+    st.none() | st.integers(0, 90 * HOUR) | st.integers(66 * HOUR, 78 * HOUR),  # interview, after it
+)
+partition = st.tuples(
+    st.lists(episode, min_size=1, max_size=6),
+    # Reports about another child, which move the clock: (an episode, minutes from its deadline).
+    st.lists(st.tuples(st.integers(0, 5), st.integers(-12 * HOUR, 12 * HOUR)), max_size=6),
+)
+
+
+def _partition_events(spec: tuple[list, list]) -> list:
+    episodes, ticks = spec
+    events = []
+    for n, (child, back, after) in enumerate(episodes):
+        events.append(returned(f"e{n}", day(0) + back * MINUTE, child=child))
+        if after is not None:
+            events.append(interview(f"e{n}", day(0) + (back + after) * MINUTE, child=child))
+    for n, (near, offset) in enumerate(ticks):
+        deadline = episodes[near % len(episodes)][1] + 72 * HOUR
+        events.append(missing(f"t{n}", day(0) + (deadline + offset) * MINUTE, child="other"))
+    return events
+
+
+def _worker_run(arrivals: list, settings: ReturnInterviewSettings) -> list:
+    states = {child: rule.initial(child) for child in CHILDREN}
+    watermark, alerts = None, []
+    for event in arrivals:
+        watermark = max(watermark or event.occurred_at, event.occurred_at)
+        if event.child_id in states:
+            states[event.child_id], raised = rule.apply(states[event.child_id], event, settings)
+            alerts += raised
+        for child, state in states.items():
+            states[child], raised = rule.advance(state, watermark, settings)
+            alerts += raised
+    return sorted(alerts, key=lambda a: a.alert_id)
+
+
+@st.composite
+def arrival_within(draw, events: list, bound: timedelta) -> list:
+    """``events`` as they might arrive each less than ``bound`` behind the latest before it: in
+    order of event time plus a delay under ``bound``, ties in any order."""
+    shuffled = draw(st.permutations(events))
+    delays = draw(st.lists(st.integers(0, bound // MINUTE - 1), min_size=len(events), max_size=len(events)))
+    timed = sorted(zip(shuffled, delays, strict=True), key=lambda ed: ed[0].occurred_at + ed[1] * MINUTE)
+    return [event for event, _ in timed]
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=partition, data=st.data())
+def test_arrival_out_of_order_by_less_than_the_hold_back_gives_the_event_time_alerts(spec, data) -> None:
+    events = _partition_events(spec)
+    arrivals = data.draw(arrival_within(events, HELD_BACK))
+    in_event_time = _worker_run(sorted(events, key=lambda e: (e.occurred_at, e.event_id)), DEFAULT)
+    assert _worker_run(arrivals, DEFAULT) == in_event_time
