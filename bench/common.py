@@ -301,14 +301,14 @@ class Namespace:
         return proc
 
     def start_worker(
-        self, metrics_port: int, *, app_id: str | None = None, log_name: str = "worker"
+        self, metrics_port: int, *args: str, app_id: str | None = None, log_name: str = "worker"
     ) -> subprocess.Popen[bytes]:
+        """`hubstream worker` with ``args``; ``app_id`` sets HUBSTREAM_WORKER_ID (its group)."""
         extra: dict[str, str] = {}
         if app_id:
             extra["HUBSTREAM_WORKER_ID"] = app_id
-        return self.start(
-            [HUBSTREAM, "worker", "--metrics-port", str(metrics_port)], log_name=log_name, extra_env=extra
-        )
+        argv = [HUBSTREAM, "worker", "--metrics-port", str(metrics_port), *args]
+        return self.start(argv, log_name=log_name, extra_env=extra)
 
     def start_sink(
         self,

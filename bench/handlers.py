@@ -61,11 +61,11 @@ def encoded(events: int, schema: str | None) -> list[tuple[str, bytes | None, by
 
 
 def run(messages: list[tuple[str, bytes | None, bytes]], batch_size: int) -> dict[str, Any]:
-    from streams.app import TABLES
     from streams.engine import Batch, Record
-    from streams.worker import HANDLERS
+    from streams.worker import running
 
-    for table in TABLES:
+    handlers, tables = running()
+    for table in tables:
         table.partitions = {p: {} for p in range(64)}
     handled: Counter[str] = Counter()
     offsets: Counter[tuple[str, int]] = Counter()
@@ -77,16 +77,16 @@ def run(messages: list[tuple[str, bytes | None, bytes]], batch_size: int) -> dic
         return Record(topic, partition, offsets[(topic, partition)], key, value, 0)
 
     started = time.process_time()
-    pending = [record(t, k, v, None) for t, k, v in messages]
+    pending = [record(t, k, v, None) for t, k, v in messages if t in handlers]
     while pending:
         forwarded: list[Record] = []
         for start in range(0, len(pending), batch_size):
             batch = Batch()
             for rec in pending[start : start + batch_size]:
-                HANDLERS[rec.topic](rec, batch)
+                handlers[rec.topic](rec, batch)
                 handled[rec.topic] += 1
-            forwarded += [record(t, k, v, p) for t, k, v, _, p in batch.outputs if t in HANDLERS]
-            for table in TABLES:
+            forwarded += [record(t, k, v, p) for t, k, v, _, p in batch.outputs if t in handlers]
+            for table in tables:
                 for partition, key in table.changed:
                     state = table.partitions[partition].get(key)
                     if state is not None:
@@ -112,11 +112,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000, help="simulated events (default 50,000)")
     parser.add_argument("--schema", help="only this schema's events, e.g. MissingEpisodeEvent")
+    parser.add_argument("--rules", help="run only these rules, comma-separated (hubstream worker --rules)")
     parser.add_argument("--batch", type=int, default=5000, help="messages per batch (default 5,000)")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top 40 entries")
     parser.add_argument("--sort", default="tottime", help="cProfile order: tottime (default), cumulative")
     args = parser.parse_args()
     messages = encoded(args.events, args.schema)
+    if args.rules:
+        from streams.app import select_rules
+
+        select_rules(args.rules.split(","))
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()

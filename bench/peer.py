@@ -68,8 +68,15 @@ def run(ctx: Context) -> dict[str, Any]:
         out["published"] = published.published
         out["quix"] = _quix(ctx, ns.prefix, settings.registry_url, missing, messages)
         out["worker"] = _worker(ctx, ns, missing, messages)
-    ours, peer = out["worker"].get("events_per_s"), out["quix"].get("events_per_s")
-    out["ratio"] = ours / peer if ours and peer else None
+        # The same rule as the peer, alone: how a replay after that rule changed is run.
+        out["worker_repeat_missing"] = _worker(
+            ctx, ns, missing, messages, "--rules", "repeat_missing",
+            app_id=f"{ns.prefix}hubstream-worker-replay-repeat-missing", log_name="worker-repeat-missing",
+        )
+    peer = out["quix"].get("events_per_s")
+    for name, ratio in (("worker_repeat_missing", "ratio"), ("worker", "ratio_all_rules")):
+        ours = out[name].get("events_per_s")
+        out[ratio] = ours / peer if ours and peer else None
     return out
 
 
@@ -140,9 +147,12 @@ def _quix_python() -> Path | None:
     return None
 
 
-def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str, Any]:
+def _worker(
+    ctx: Context, ns: Namespace, topic: str, expected: int, *args: str,
+    app_id: str | None = None, log_name: str = "worker-alone",
+) -> dict[str, Any]:
     port = free_port()
-    worker = ns.start_worker(port, log_name="worker-alone")
+    worker = ns.start_worker(port, *args, app_id=app_id, log_name=log_name)
     spy = None
     first: tuple[float, float] | None = None
     last: tuple[float, float] = (time.time(), 0.0)
@@ -161,7 +171,7 @@ def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str,
                 if count > 0 and first is None:
                     first, cpu_first = (now, count), proc_cpu_seconds(worker.pid) or 0.0
                     if ctx.profile_seconds:
-                        out_file = ctx.log_dir / "peer-worker.pyspy.txt"
+                        out_file = ctx.log_dir / f"peer-{log_name}.pyspy.txt"
                         spy = profile.start(worker.pid, ctx.profile_seconds, out_file)
                 last = (now, count)
                 progress.update(int(count) - progress.n)
@@ -175,11 +185,15 @@ def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str,
     cpu = (proc_cpu_seconds(worker.pid) or 0.0) - cpu_first
     if spy is not None:
         spy.wait(timeout=ctx.profile_seconds + 60)
+    try:
+        metrics = scrape(port, timeout_s=10.0)
+        alerts = metric_sum(metrics, "hubstream_alerts_raised_total", rule="repeat_missing")
+    except OSError:
+        alerts = None
     ns.stop(worker)
     if first is None:
         return {"error": "our worker processed nothing", "messages": 0}
     elapsed = last[0] - first[0]
-    alerts = _count_alerts(ctx.log_dir / f"{ns.name}-worker-alone.log")
     out: dict[str, Any] = {
         "messages": int(last[1]),
         "expected": expected,
@@ -189,18 +203,9 @@ def _worker(ctx: Context, ns: Namespace, topic: str, expected: int) -> dict[str,
         "events_per_s": rate(last[1] - first[1], elapsed),
         "cpu_seconds": cpu,
         "cpu_utilisation": rate(cpu, elapsed),
-        "repeat_missing_alerts": alerts,
+        "repeat_missing_alerts": None if alerts is None else int(alerts),
     }
     if spy is not None:
-        out["profile"] = profile.summarise(ctx.log_dir / "peer-worker.pyspy.txt")
+        out["profile"] = profile.summarise(ctx.log_dir / f"peer-{log_name}.pyspy.txt")
     return out
 
-
-def _count_alerts(log: Path) -> int:
-    # The worker logs each alert it raises at INFO ("alert <rule> <id> ...").
-    try:
-        return sum(
-            1 for line in log.read_text(errors="replace").splitlines() if "] alert repeat_missing " in line
-        )
-    except OSError:
-        return 0

@@ -75,6 +75,7 @@ def _e2e(m: dict[str, Any]) -> list[Row]:
 
 def _peer(m: dict[str, Any]) -> list[Row]:
     ours, peer = m["worker"], m["quix"]
+    alone = m.get("worker_repeat_missing", {})
     ratio = m.get("ratio")
     return [
         (
@@ -84,12 +85,19 @@ def _peer(m: dict[str, Any]) -> list[Row]:
             "",
         ),
         (
-            "3 our worker, missing topic alone, events/s",
-            f"{_num(ours['events_per_s'])}  ({ours['messages']:,} msgs)",
+            "3 our worker, repeat_missing alone, events/s",
+            f"{_num(alone.get('events_per_s'))}  ({alone.get('messages', 0):,} msgs)",
             "",
             "",
         ),
         ("3 ours / peer", _num(ratio, ".2f"), ">= 1.00", _verdict(None if ratio is None else ratio >= 1.0)),
+        (
+            "3 our worker, every rule on the topic, events/s",
+            f"{_num(ours['events_per_s'])}  ({ours['messages']:,} msgs)",
+            "",
+            "",
+        ),
+        ("3 ours (every rule) / peer", _num(m.get("ratio_all_rules"), ".2f"), "", ""),
     ]
 
 

@@ -137,20 +137,38 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
     help="Most messages handled, written and committed together.",
 )
 @click.option(
-    "--commit-interval", type=click.FloatRange(0, 60), default=0.5, show_default=True,
-    help="Seconds between commits (changelogs written, outputs acknowledged, offsets committed); "
-    "a crashed worker handles at most this much again.",
+    "--commit-interval", type=click.FloatRange(0, 60), default=2.0, show_default=True,
+    help="Seconds between commits (outputs acknowledged, changelogs written, offsets committed); "
+    "a crashed worker handles at most this much again. Alerts do not wait for commits; each "
+    "commit waits for the broker, so shorter intervals cost replay throughput.",
 )
-def worker(metrics_port: int, max_batch: int, commit_interval: float) -> None:
+@click.option(
+    "--rules", default=None, metavar="RULE[,RULE...]",
+    help="Run only these rules (repeat_missing, return_interview, hotspot, association, "
+    "health_flags), e.g. to replay history after one of them changed; needs its own "
+    "HUBSTREAM_WORKER_ID starting hubstream-worker. Default: all.",
+)
+def worker(metrics_port: int, max_batch: int, commit_interval: float, rules: str | None) -> None:
     """Start the stream processors: correlate agency events into alerts and health flags.
 
     Several workers share the work through Kafka partitions (give each its own --metrics-port).
     State is kept in memory and in compacted changelog topics, read back when a worker is
     given a partition. Stop with Ctrl-C or SIGTERM: the batch in hand is finished first.
+
+    To replay history under a changed rule, run that rule alone in a group of its own (a new
+    group starts from the beginning of the topics; alerts under unchanged settings keep their
+    ids and the case stores write each once, changed settings give new ids):
+
+        HUBSTREAM_WORKER_ID=hubstream-worker-replay-2026-11 hubstream worker --rules repeat_missing
     """
     from hubstream.metrics import serve
-    from streams.worker import run_worker
+    from streams.worker import choose_rules, run_worker
 
+    if rules is not None:
+        try:
+            choose_rules([name.strip() for name in rules.split(",")])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--rules") from None
     serve(metrics_port)
     run_worker(max_batch=max_batch, commit_every_s=commit_interval)
 

@@ -44,20 +44,37 @@ DECISIONS = catalogue.HUB_DECISIONS.name
 HOTSPOT_OBSERVATIONS = f"{APP_ID}-hotspot-observations"
 ASSOCIATION_LINKS = f"{APP_ID}-association-links"
 
+# The rules a worker can run. A worker runs them all unless told to run a few (``hubstream
+# worker --rules``): a replay after one rule changed need not redo the others.
+RULES = ("repeat_missing", "return_interview", "hotspot", "association", "health_flags")
+enabled: set[str] = set(RULES)
+
+
+def select_rules(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(RULES))
+    if unknown or not names:
+        raise ValueError(f"rules must be some of {', '.join(RULES)}, got {', '.join(names) or 'none'}")
+    enabled.clear()
+    enabled.update(names)
+
+
 TABLES: list[Table] = []
+RULE_OF_TABLE: dict[str, str] = {}  # rule state tables; the watermark tables serve every rule
 
 
-def state_table(name: str, source: str, state_class: Any) -> Table:
-    """A table of rule states: ``state_class`` objects, their JSON form in the changelog."""
-    table = Table(name, source, _json.dumps, partial(_json.loads, state_class))
+def state_table(name: str, source: str, state_class: Any, rule: str) -> Table:
+    """A table of ``rule``'s states: ``state_class`` objects, their JSON form in the changelog."""
+    return _table(Table(name, source, _json.dumps, partial(_json.loads, state_class)), rule)
+
+
+def json_table(name: str, source: str, rule: str) -> Table:
+    """A table of plain JSON values that ``rule`` keeps."""
+    return _table(Table(name, source, msgspec.json.encode, msgspec.json.decode), rule)
+
+
+def _table(table: Table, rule: str) -> Table:
     TABLES.append(table)
-    return table
-
-
-def json_table(name: str, source: str) -> Table:
-    """A table of plain JSON values."""
-    table = Table(name, source, msgspec.json.encode, msgspec.json.decode)
-    TABLES.append(table)
+    RULE_OF_TABLE[table.name] = rule
     return table
 
 

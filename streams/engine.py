@@ -150,7 +150,7 @@ class Engine:
         poll_timeout_s: float = 0.1,
         tick: Tick | None = None,
         tick_every_s: float = 5.0,
-        commit_every_s: float = 0.5,
+        commit_every_s: float = 2.0,
     ) -> None:
         self.app_id = app_id
         self.handlers = handlers

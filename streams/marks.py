@@ -24,6 +24,7 @@ from streams.app import (
     INTELLIGENCE,
     PARTITIONS,
     dead_letter,
+    enabled,
     watermarks,
 )
 from streams.engine import Assigned, Batch, Record
@@ -51,8 +52,10 @@ def send_marks(batch: Batch, assigned: list[Assigned]) -> None:
         if last is not None and last[0] == mark and now - last[1] < RESEND_S:
             continue
         data = encode_mark(source, mark)
-        intelligence = held.topic in INTELLIGENCE
-        for topic in (HOTSPOT_OBSERVATIONS, ASSOCIATION_LINKS) if intelligence else (HOTSPOT_OBSERVATIONS,):
+        fed = [HOTSPOT_OBSERVATIONS] if "hotspot" in enabled else []
+        if held.topic in INTELLIGENCE and "association" in enabled:
+            fed.append(ASSOCIATION_LINKS)
+        for topic in fed:
             for partition in range(PARTITIONS):
                 batch.send(topic, MARK_KEY, data, partition=partition)
         _sent[source] = (mark, now)

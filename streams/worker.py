@@ -6,6 +6,7 @@ Run with ``hubstream worker``. Several workers share the work through Kafka part
 from __future__ import annotations
 
 import logging
+import os
 
 from hubstream.kafka import TopicSpec, ensure_topics, librdkafka_config
 from streams.app import (
@@ -16,12 +17,16 @@ from streams.app import (
     INTELLIGENCE,
     MISSING,
     PARTITIONS,
+    RULE_OF_TABLE,
+    RULES,
     TABLES,
+    enabled,
     prepare,
+    select_rules,
     settings,
 )
 from streams.association.handlers import associations
-from streams.engine import Engine, Handler
+from streams.engine import Engine, Handler, Table
 from streams.health_flags.handlers import hub_decisions
 from streams.hotspot.handlers import hotspots
 from streams.intelligence.handlers import intelligence
@@ -35,8 +40,25 @@ HANDLERS: dict[str, Handler] = {
     HOTSPOT_OBSERVATIONS: hotspots,
     ASSOCIATION_LINKS: associations,
 }
+# The rules each input feeds: a worker reads an input only if it runs one of them.
+FEEDS: dict[str, frozenset[str]] = {
+    MISSING: frozenset({"repeat_missing", "return_interview", "hotspot"}),
+    **dict.fromkeys(INTELLIGENCE, frozenset({"hotspot", "association"})),
+    DECISIONS: frozenset({"health_flags"}),
+    HOTSPOT_OBSERVATIONS: frozenset({"hotspot"}),
+    ASSOCIATION_LINKS: frozenset({"association"}),
+}
 
-__all__ = ["HANDLERS", "build", "run_worker", "worker_topic_specs"]
+
+def running() -> tuple[dict[str, Handler], list[Table]]:
+    """The handlers and tables of the enabled rules (the watermark tables of the inputs read)."""
+    handlers = {topic: handler for topic, handler in HANDLERS.items() if FEEDS[topic] & enabled}
+    tables = [t for t in TABLES if t.source in handlers and RULE_OF_TABLE.get(t.name) in (None, *enabled)]
+    return handlers, tables
+
+__all__ = ["HANDLERS", "build", "choose_rules", "run_worker", "running", "worker_topic_specs"]
+
+log = logging.getLogger(__name__)
 
 
 def worker_topic_specs() -> list[TopicSpec]:
@@ -44,9 +66,10 @@ def worker_topic_specs() -> list[TopicSpec]:
 
     A changelog has as many partitions as its table's source topic, partition for partition.
     """
-    partitions = {name: PARTITIONS for name in (HOTSPOT_OBSERVATIONS, ASSOCIATION_LINKS)}
+    handlers, tables = running()
+    partitions = {name: PARTITIONS for name in (HOTSPOT_OBSERVATIONS, ASSOCIATION_LINKS) if name in handlers}
     specs: list[TopicSpec] = [(name, n, {}) for name, n in partitions.items()]
-    for table in TABLES:
+    for table in tables:
         n = partitions.get(table.source) or _catalogued_partitions(table.source)
         specs.append((f"{APP_ID}-{table.name}-changelog", n, {"cleanup.policy": "compact"}))
     return specs
@@ -58,9 +81,10 @@ def _catalogued_partitions(name: str) -> int:
     return next(t.partitions for t in topics.ALL if t.name == name)
 
 
-def build(*, max_batch: int = 5000, commit_every_s: float = 0.5) -> Engine:
+def build(*, max_batch: int = 5000, commit_every_s: float = 2.0) -> Engine:
+    handlers, tables = running()
     return Engine(
-        APP_ID, HANDLERS, TABLES,
+        APP_ID, handlers, tables,
         consumer_config=librdkafka_config(settings, "worker", **{"fetch.min.bytes": 1}),
         producer_config=librdkafka_config(settings, "worker"),
         max_batch=max_batch,
@@ -70,8 +94,21 @@ def build(*, max_batch: int = 5000, commit_every_s: float = 0.5) -> Engine:
     )
 
 
-def run_worker(*, max_batch: int = 5000, commit_every_s: float = 0.5) -> None:
+def choose_rules(names: list[str]) -> None:
+    """Run only ``names``; refused (ValueError) in the full worker's group."""
+    select_rules(names)
+    if enabled != set(RULES) and not os.environ.get("HUBSTREAM_WORKER_ID"):
+        # Its group would take events from the full worker's, which would never see them.
+        raise ValueError(
+            f"a worker running only {', '.join(sorted(enabled))} needs a group of its own: "
+            "set HUBSTREAM_WORKER_ID, starting hubstream-worker (the prefix its ACLs grant), "
+            "e.g. hubstream-worker-replay-2026-11"
+        )
+
+
+def run_worker(*, max_batch: int = 5000, commit_every_s: float = 2.0) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("rules: %s", ", ".join(r for r in RULES if r in enabled))
     prepare()
     # Made before the group starts, so that a first assignment finds every changelog.
     ensure_topics(settings, worker_topic_specs(), principal="worker")

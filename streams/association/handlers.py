@@ -6,13 +6,13 @@ from datetime import datetime
 
 from hubstream.protect import pseudonym
 from streams import rules, translate
-from streams.app import ASSOCIATION_LINKS, dead_letter, rule_config, send_alerts, state_table
+from streams.app import ASSOCIATION_LINKS, dead_letter, enabled, rule_config, send_alerts, state_table
 from streams.engine import Batch, Record
 from streams.marks import ASSOCIATION_SOURCES, take_mark
 from streams.rules import association
 from streams.watermarks import MergedWatermark
 
-states = state_table("association", ASSOCIATION_LINKS, association.AssociationState)
+states = state_table("association", ASSOCIATION_LINKS, association.AssociationState, "association")
 # Fed by every partition of both intelligence topics.
 merged = MergedWatermark(ASSOCIATION_SOURCES)
 
@@ -20,7 +20,7 @@ merged = MergedWatermark(ASSOCIATION_SOURCES)
 def forward_to_associations(
     report: rules.IntelligenceReport, source: Record, watermark: datetime, batch: Batch
 ) -> None:
-    if not report.children:
+    if not report.children or "association" not in enabled:
         return
     keys = association.keys_for(report)
     if keys:

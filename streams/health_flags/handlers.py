@@ -11,7 +11,7 @@ from streams.app import DECISIONS, dead_letter, decode, serde, state_table
 from streams.engine import Batch, Record
 from streams.rules import health_flag
 
-states = state_table("health-flag", DECISIONS, health_flag.FlagState)
+states = state_table("health-flag", DECISIONS, health_flag.FlagState, "health_flags")
 
 
 def hub_decisions(record: Record, batch: Batch) -> None:

@@ -5,20 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 
 from streams import rules, translate
-from streams.app import HOTSPOT_OBSERVATIONS, dead_letter, rule_config, send_alerts, state_table
+from streams.app import HOTSPOT_OBSERVATIONS, dead_letter, enabled, rule_config, send_alerts, state_table
 from streams.engine import Batch, Record
 from streams.marks import HOTSPOT_SOURCES, take_mark
 from streams.rules import hotspot
 from streams.watermarks import MergedWatermark
 
-states = state_table("hotspot", HOTSPOT_OBSERVATIONS, hotspot.HotspotState)
+states = state_table("hotspot", HOTSPOT_OBSERVATIONS, hotspot.HotspotState, "hotspot")
 # Fed by every partition of the missing-episode and both intelligence topics.
 merged = MergedWatermark(HOTSPOT_SOURCES)
 
 
 def forward_to_hotspots(event: rules.RuleEvent, source: Record, watermark: datetime, batch: Batch) -> None:
     area = getattr(event, "area", None)
-    if area is None:
+    if area is None or "hotspot" not in enabled:
         return
     keys = hotspot.keys_for_event(event, rule_config.hotspot.for_area(area))
     if keys:

@@ -15,6 +15,7 @@ from streams.app import (
     MISSING,
     dead_letter,
     decode,
+    enabled,
     json_table,
     observe,
     rule_config,
@@ -25,14 +26,16 @@ from streams.engine import Batch, Record
 from streams.hotspot.handlers import forward_to_hotspots
 from streams.rules import repeat_missing, return_interview
 
-repeat_states = state_table("repeat-missing", MISSING, repeat_missing.RepeatMissingState)
-interview_states = state_table("return-interview", MISSING, return_interview.ReturnInterviewState)
+repeat_states = state_table("repeat-missing", MISSING, repeat_missing.RepeatMissingState, "repeat_missing")
+interview_states = state_table(
+    "return-interview", MISSING, return_interview.ReturnInterviewState, "return_interview"
+)
 # Children whose overdue alert may still fall due, keyed by the child's pseudonym:
 # {"child", "deadline", "area"}, "deadline" being when the watermark must reach to raise it (ISO,
 # UTC; the interview deadline plus out_of_order_hours, under the name earlier changelogs used).
 # Small (returns of the last few days), and restored with the partition, so a restarted worker
 # still raises what falls due.
-due = json_table("return-interview-due", MISSING)
+due = json_table("return-interview-due", MISSING, "return_interview")
 # Per partition, the same entries ordered by when they fall due (built from the table when first
 # needed, so also after a restore: the table's dict is held here and compared by identity).
 # Entries the table no longer holds are skipped when they surface.
@@ -114,18 +117,20 @@ def missing_episodes(record: Record, batch: Batch) -> None:
         watermark = observe(record, value["occurred_at"])
         alerts: list[rules.Alert] = []
         child = value["person_key"]
-        if isinstance(rule_event, rules.MissingReported):
+        if isinstance(rule_event, rules.MissingReported) and "repeat_missing" in enabled:
             settings = rule_config.repeat_missing.for_area(rule_event.area)
             key = pseudonym(child)
             state = repeat_states.get(partition, key) or repeat_missing.initial(child)
             state, alerts = repeat_missing.apply(state, rule_event, settings)
             state, _ = repeat_missing.advance(state, watermark, settings)
             repeat_states.set(partition, key, state)
-        elif isinstance(rule_event, (rules.ChildReturned, rules.ReturnInterview)):
-            alerts = _interview_step(partition, child, value["area"], rule_event, watermark)
-        # Entries this event's time has made due, the current child's included (advance is idempotent).
-        for due_child, area in _falling_due(partition, watermark):
-            alerts += _interview_step(partition, due_child, area, None, watermark)
+        if "return_interview" in enabled:
+            if isinstance(rule_event, (rules.ChildReturned, rules.ReturnInterview)):
+                alerts = _interview_step(partition, child, value["area"], rule_event, watermark)
+            # Entries this event's time has made due, the current child's included (advance is
+            # idempotent).
+            for due_child, area in _falling_due(partition, watermark):
+                alerts += _interview_step(partition, due_child, area, None, watermark)
     except rules.RuleInputError as exc:
         dead_letter(record, batch, str(exc), None, "process")
         return

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
-from streams.rules.alerts import Alert, alert_id, new_alert
+from streams.rules.alerts import Alert, SettingPairs, alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import MissingReported, RuleEvent
 from streams.rules.settings import RepeatMissingSettings, identity
@@ -113,7 +114,7 @@ def _fire(
     marks: list[tuple[str, str]] = []
     alerts: list[Alert] = []
     for report in state.reports:  # time order, so each episode's earliest qualifying report
-        this_id = alert_id(RULE, state.child_id, [report.episode_id], identity(settings))
+        this_id = _episode_alert_id(state.child_id, report.episode_id, identity(settings))
         if this_id in fired_ids:
             continue
         window = _window(state, report, settings)
@@ -122,6 +123,12 @@ def _fire(
             marks.append((report.episode_id, this_id))
             alerts.append(_alert(state.child_id, report, window, settings))
     return replace(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
+
+
+# Every event of a child re-checks its unfired episodes, each by its alert id: recent ids are kept.
+@lru_cache(maxsize=65_536)
+def _episode_alert_id(child_id: str, episode_id: str, settings: SettingPairs) -> str:
+    return alert_id(RULE, child_id, [episode_id], settings)
 
 
 def _window(

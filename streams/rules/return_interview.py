@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
-from streams.rules._time import advance_watermark, check_not_late
+from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
 from streams.rules.alerts import Alert, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import ChildReturned, ReturnInterview, RuleEvent
@@ -48,7 +48,7 @@ class Stamp:
     """A return or interview as the rule remembers it (area is the reporting area, if any)."""
 
     event_id: str
-    occurred_at: datetime
+    occurred_at: UtcDatetime
     area: str = ""
 
 
@@ -73,7 +73,7 @@ class EpisodeRecord:
 class ReturnInterviewState:
     child_id: str
     episodes: tuple[EpisodeRecord, ...] = ()  # ordered by episode_id
-    watermark: datetime | None = None
+    watermark: UtcDatetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         encoded: dict[str, Any] = encode(self)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -100,6 +101,7 @@ S = TypeVar(
 )
 
 
+@lru_cache(maxsize=256)  # settings are frozen, and asked for on every alert id
 def identity(settings: RuleSettings) -> SettingPairs:
     """The settings that define an alert, as sorted (name, value) pairs."""
     return tuple(

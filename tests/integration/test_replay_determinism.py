@@ -1,14 +1,17 @@
 """Replaying the same history gives the same alert ids: from scratch twice, with a second worker
-joining in the middle of the replay, and with a worker killed mid-replay and restarted."""
+joining in the middle of the replay, with a worker killed mid-replay and restarted, and for one
+rule replayed alone in a group of its own."""
 
 from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from collections.abc import Callable
 from datetime import date
 
-from hubstream.progress import lag, wait_until, worker_topics
+from hubstream import topics
+from hubstream.progress import lag, wait_for_group, wait_until, worker_topics
 from hubstream.settings import Settings
 from producers.simulate import simulate
 from tests.integration.test_worker_end_to_end import alerts_on, publish
@@ -66,3 +69,21 @@ def test_a_worker_killed_mid_replay_and_restarted_changes_no_alert(stack: Settin
         ns.start_worker(name="worker-restarted")
 
     assert alert_ids_from_run(stack, kill_and_restart) == alert_ids_from_run(stack)
+
+
+def test_one_rule_replayed_alone_raises_exactly_its_alerts_of_a_full_run(stack: Settings) -> None:
+    with namespace(stack) as ns:
+        publish(ns.settings, COUNTY)
+        ns.start_worker(name="worker-all")
+        wait_for_worker(ns, f"{ns.prefix}hubstream-worker", timeout_s=240)
+        full = Counter(str(a["alert_id"]) for a in alerts_on(ns))
+        repeat_missing = {str(a["alert_id"]) for a in alerts_on(ns) if a["rule"] == "repeat_missing"}
+
+        replay = f"{ns.prefix}hubstream-worker-replay"
+        ns.start_worker("--rules", "repeat_missing", name="worker-replay", app_id=replay)
+        missing = [t for t in worker_topics(replay) if t.endswith(topics.MISSING_EPISODES.base_name)]
+        wait_for_group(ns.settings, replay, missing, timeout_s=240)
+        again = Counter(str(a["alert_id"]) for a in alerts_on(ns)) - full
+
+    assert len(repeat_missing) > 5, "the simulated county should raise repeat-missing alerts"
+    assert again == Counter(repeat_missing), "the replay raises each repeat-missing alert once, nothing else"
