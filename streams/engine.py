@@ -1,13 +1,15 @@
-"""A lean stream engine: batches from Kafka, state per partition, outputs flushed before commits.
+"""A lean stream engine: batches from Kafka, state per partition, outputs acknowledged before commits.
 
 One consumer group reads the input topics in batches (librdkafka through confluent-kafka).
 Each message goes to the handler of its topic, which reads and writes :class:`Table` state and
 sends outputs through the :class:`Batch`; outputs are produced as soon as their batch is
-handled. Every ``commit_every_s`` (and before partitions are taken away, and on stopping) the
-engine waits until the broker has acknowledged every output, then writes one changelog message
-per state key changed since the last commit and waits for those, and only then commits the
-offsets of what was handled. In that order a changelog never holds state (an alert marked as
-raised) whose output was lost.
+handled. Every ``commit_every_s`` the engine seals a *checkpoint*: the offsets handled since the
+last one, and the state of every key changed since then, encoded at that moment. Checkpoints
+complete in order and without stopping the handling of new batches: once the broker has
+acknowledged every output sent before a checkpoint, its changelog messages are sent; once those
+are acknowledged too, its offsets are committed. In that order a changelog never holds state (an
+alert marked as raised) whose output was lost. Before partitions are taken away, and on
+stopping, the engine waits until every checkpoint is complete.
 
 That is at-least-once: a worker that dies between its outputs and its commit handles those
 messages again on restart. The rules ignore an event they have seen (matched on event id) and every
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -166,7 +168,10 @@ class Engine:
         self.assigned: dict[tuple[str, int], Assigned] = {}
         self.commit_every_s = commit_every_s
         self.next_commit = 0.0
-        self.pending: dict[tuple[str, int], int] = {}  # offsets handled, not yet committed
+        self.pending: dict[tuple[str, int], int] = {}  # offsets handled since the last checkpoint
+        self.open = _Checkpoint()  # outputs sent since the last checkpoint count here
+        self.sealed: deque[_Checkpoint] = deque()  # oldest first
+        self.refused: dict[tuple[str, int], int] = {}  # offsets of a refused commit, tried again
         self.consumer = Consumer(
             {
                 **consumer_config,
@@ -193,7 +198,7 @@ class Engine:
                 "linger.ms": 5,
                 "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 1_000_000,
-                "delivery.report.only.error": True,
+                "delivery.report.only.error": False,  # every acknowledgement completes checkpoints
             }
         )
         self.failures: list[str] = []
@@ -226,8 +231,9 @@ class Engine:
                     self._send(batch)
                     next_tick = now + self.tick_every_s
                 if now >= self.next_commit:
-                    self._commit()
-            self._commit()  # stopped between batches: what was handled is kept
+                    self._seal()
+                self._advance()
+            self._complete()  # stopped between batches: what was handled is kept
         finally:
             self.producer.flush(30)
             self.consumer.close()
@@ -278,37 +284,71 @@ class Engine:
         if took > SLOW_S:
             log.info("slow batch: %d messages in %.2f s", len(messages), took)
 
-    def _commit(self) -> None:
-        """Wait until the broker has acknowledged every output sent so far, write the changed
-        state to the changelogs and wait for those too, then commit the offsets of what
-        produced them."""
-        started = time.perf_counter()
-        # Outputs first: state that says an alert was raised must never reach the changelog
-        # ahead of the alert itself, or a crash between the two would lose the alert for good.
-        self._flush()
-        changed = 0
+    def _seal(self) -> None:
+        """Close the open checkpoint: the offsets handled so far and the state they left."""
+        checkpoint, self.open = self.open, _Checkpoint()
+        checkpoint.offsets, self.pending = self.pending, {}
         for table in self.tables:
-            changed += len(table.changed)
             for partition, key in table.changed:
                 state = table.partitions.get(partition, {}).get(key)
                 data = None if state is None else table.encode(state)
-                self._produce(table.changelog, key.encode(), data, partition=partition)
+                checkpoint.changelog.append((table.changelog, key.encode(), data, partition))
             table.changed.clear()
-        self._flush()
-        if self.pending:
-            done = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
-            try:
-                self.consumer.commit(offsets=done, asynchronous=False)
-            except KafkaException as exc:
-                # Refused during a rebalance, say: kept, and tried again at the next commit. An
-                # asynchronous commit lost this way left a group behind for good.
-                log.warning("commit of %d partitions refused (%s); trying again", len(done), exc)
-            else:
-                self.pending.clear()
+        self.sealed.append(checkpoint)
         self.next_commit = time.monotonic() + self.commit_every_s
+
+    def _advance(self) -> None:
+        """Take the oldest checkpoints as far as the broker's acknowledgements allow."""
+        if self.failures:
+            raise DeliveryFailed(
+                f"{len(self.failures)} messages refused by the broker, offsets not committed: "
+                + "; ".join(self.failures[:5])
+            )
+        while self.sealed:
+            checkpoint = self.sealed[0]
+            if checkpoint.unacknowledged:
+                return  # its outputs (or changelog messages) are still on their way
+            if checkpoint.changelog:
+                # Outputs first: state that says an alert was raised must never reach the changelog
+                # ahead of the alert itself, or a crash between the two would lose the alert for good.
+                for topic, key, data, partition in checkpoint.changelog:
+                    self._produce(topic, key, data, partition=partition, checkpoint=checkpoint)
+                checkpoint.changelog = []
+                continue
+            self.sealed.popleft()
+            self._commit_offsets(checkpoint.offsets)
+
+    def _commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        offsets = {**self.refused, **offsets}  # later offsets of a partition replace earlier ones
+        if not offsets:
+            return
+        started = time.perf_counter()
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+            )
+        except KafkaException as exc:
+            # Refused during a rebalance, say: kept, and tried again with the next checkpoint. An
+            # asynchronous commit lost this way left a group behind for good.
+            log.warning("commit of %d partitions refused (%s); trying again", len(offsets), exc)
+            self.refused = offsets
+        else:
+            self.refused = {}
         took = time.perf_counter() - started
         if took > SLOW_S:
-            log.info("slow commit: %d changed keys in %.2f s", changed, took)
+            log.info("slow commit: %d partitions in %.2f s", len(offsets), took)
+
+    def _complete(self, timeout_s: float = 60.0) -> None:
+        """Seal what has been handled and wait until every checkpoint is committed."""
+        self._seal()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._advance()
+            if not self.sealed:
+                return
+            if time.monotonic() > deadline:
+                raise DeliveryFailed(f"outputs not acknowledged in {timeout_s:.0f} s; offsets not committed")
+            self.producer.flush(1.0)
 
     def _send(self, batch: Batch) -> None:
         out: Counter[str] = Counter()
@@ -326,32 +366,28 @@ class Engine:
         *,
         partition: int | None = None,
         timestamp_ms: int | None = None,
+        checkpoint: _Checkpoint | None = None,
     ) -> None:
+        """Send a message; it counts against ``checkpoint`` (default: the open one) until acknowledged."""
         extra: dict[str, Any] = {}
         if partition is not None:
             extra["partition"] = partition
         if timestamp_ms is not None:
             extra["timestamp"] = timestamp_ms
+        counted = checkpoint or self.open
+        report = partial(self._delivered, counted)
         while True:
             try:
-                self.producer.produce(topic, value, key, on_delivery=self._delivered, **extra)
-                return
+                self.producer.produce(topic, value, key, on_delivery=report, **extra)
+                break
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain it
+        counted.unacknowledged += 1
 
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+    def _delivered(self, checkpoint: _Checkpoint, error: KafkaError | None, message: Message) -> None:
+        checkpoint.unacknowledged -= 1
         if error is not None:
             self.failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
-
-    def _flush(self) -> None:
-        remaining = self.producer.flush(60)
-        if remaining:
-            raise DeliveryFailed(f"{remaining} messages not acknowledged within 60 s; offsets not committed")
-        if self.failures:
-            raise DeliveryFailed(
-                f"{len(self.failures)} messages refused by the broker, offsets not committed: "
-                + "; ".join(self.failures[:5])
-            )
 
     # -- partitions coming and going ----------------------------------------------------------
 
@@ -367,9 +403,9 @@ class Engine:
         log.info("assigned %s", _names(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._commit()  # the next owner starts from what this worker has handled
+        self._complete()  # the next owner starts from what this worker has handled
         for tp in partitions:
-            self.pending.pop((tp.topic, tp.partition), None)  # if refused, the next owner redoes it
+            self.refused.pop((tp.topic, tp.partition), None)  # if refused, the next owner redoes it
             self.assigned.pop((tp.topic, tp.partition), None)
             for table in self.tables:
                 if table.source == tp.topic:
@@ -433,6 +469,16 @@ class Engine:
                 ):
                     raise
                 time.sleep(0.2)
+
+
+@dataclass(eq=False)
+class _Checkpoint:
+    """Offsets handled before a commit point, the changelog messages of the state they left, and
+    how many messages sent on its account the broker has yet to acknowledge."""
+
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    changelog: list[tuple[str, bytes, bytes | None, int]] = field(default_factory=list)
+    unacknowledged: int = 0
 
 
 _NOT_READY = (
