@@ -113,16 +113,23 @@ def observations_of(event: RuleEvent) -> list[Observation]:
 
 def keys_for(location: Location, settings: HotspotSettings) -> list[str]:
     """Coarse cells whose centre cells have ``location`` within ``neighbour_rings``."""
-    fine = _cell(location.lat, location.lon, settings.resolution)
-    return sorted({_parent(c, settings.report_resolution)
-                   for c in _disk(fine, settings.neighbour_rings)})
+    return list(_keys(location.lat, location.lon, settings))
+
+
+# Places recur (the same hotel, the same park), and each event asks twice: when it is re-keyed
+# and when its cell checks it belongs there.
+@lru_cache(maxsize=65_536)
+def _keys(lat: float, lon: float, settings: HotspotSettings) -> tuple[str, ...]:
+    fine = _cell(lat, lon, settings.resolution)
+    coarse = {_parent(c, settings.report_resolution) for c in _disk(fine, settings.neighbour_rings)}
+    return tuple(sorted(coarse))
 
 
 def keys_for_event(event: RuleEvent, settings: HotspotSettings) -> list[str]:
     """Every state key an event must be sent to (empty if it has no location)."""
     keys: set[str] = set()
     for o in observations_of(event):
-        keys.update(keys_for(Location(o.lat, o.lon), settings))
+        keys.update(_keys(o.lat, o.lon, settings))
     return sorted(keys)
 
 
@@ -133,7 +140,7 @@ def apply(
     observations = observations_of(event)
     if not observations:
         return state, []
-    mine = [o for o in observations if state.cell in keys_for(Location(o.lat, o.lon), settings)]
+    mine = [o for o in observations if state.cell in _keys(o.lat, o.lon, settings)]
     if not mine:
         raise MisroutedEventError(
             f"{type(event).__name__} {event.event_id!r} has no location near cell {state.cell!r}"
