@@ -117,6 +117,7 @@ class Batch:
 
 Handler = Callable[[Record, Batch], None]
 SLOW_S = 0.25  # a batch or commit slower than this is logged
+CHANGELOG_MAX_BYTES = 64 * 1024 * 1024  # largest state a changelog message may carry
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,10 @@ class Engine:
                 "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 1_000_000,
                 "delivery.report.only.error": False,  # every acknowledgement completes checkpoints
+                # A busy hotspot cell's state runs to megabytes of JSON: allowed up to the
+                # changelogs' own limit, and compressed (about tenfold) on the way.
+                "message.max.bytes": CHANGELOG_MAX_BYTES,
+                "compression.type": "lz4",
             }
         )
         self.failures: list[str] = []

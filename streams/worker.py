@@ -26,7 +26,7 @@ from streams.app import (
     settings,
 )
 from streams.association.handlers import associations
-from streams.engine import Engine, Handler, Table
+from streams.engine import CHANGELOG_MAX_BYTES, Engine, Handler, Table
 from streams.health_flags.handlers import hub_decisions
 from streams.hotspot.handlers import hotspots
 from streams.intelligence.handlers import intelligence
@@ -71,7 +71,8 @@ def worker_topic_specs() -> list[TopicSpec]:
     specs: list[TopicSpec] = [(name, n, {}) for name, n in partitions.items()]
     for table in tables:
         n = partitions.get(table.source) or _catalogued_partitions(table.source)
-        specs.append((f"{APP_ID}-{table.name}-changelog", n, {"cleanup.policy": "compact"}))
+        config = {"cleanup.policy": "compact", "max.message.bytes": str(CHANGELOG_MAX_BYTES)}
+        specs.append((f"{APP_ID}-{table.name}-changelog", n, config))
     return specs
 
 

@@ -20,11 +20,12 @@ sends each :class:`IntelligenceReport` to every key in :func:`keys_for`. Semanti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
+from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
 from streams.rules.alerts import Alert, alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
@@ -86,7 +87,7 @@ def apply(
     link = Link(event.event_id, event.occurred_at, event.area,
                 tuple(sorted(set(event.children))), event.conditions)
     links = tuple(sorted((*state.links, link), key=lambda x: (x.occurred_at, x.event_id)))
-    return _fire(replace(state, links=links), settings)
+    return _fire(evolve(state, links=links), settings)
 
 
 def advance(
@@ -98,7 +99,7 @@ def advance(
     links = tuple(x for x in state.links if x.occurred_at >= horizon)
     held = {x.event_id for x in links}
     fired = tuple(f for f in state.fired if f[0] in held)
-    return replace(state, links=links, fired=fired, watermark=mark), []
+    return evolve(state, links=links, fired=fired, watermark=mark), []
 
 
 def _fire(
@@ -118,7 +119,7 @@ def _fire(
             fired_ids.add(this_id)
             marks.append((link.event_id, this_id))
             alerts.append(_alert(state.entity, link, window, settings))
-    return replace(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
+    return evolve(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
 
 
 def _alert(entity: str, anchor: Link, window: list[Link], settings: AssociationSettings) -> Alert:

@@ -38,8 +38,8 @@ Semantics:
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort_right
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
@@ -47,6 +47,7 @@ from typing import Any, Final
 import h3
 
 from streams.rules._json import decode, encode
+from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late, to_iso
 from streams.rules.alerts import Alert, new_alert
 from streams.rules.errors import MisroutedEventError
@@ -151,7 +152,7 @@ def apply(
     held = list(state.observations)
     for o in mine:  # held is sorted; inserting keeps it so without re-sorting a busy cell
         insort_right(held, o, key=_order)
-    return _fire(replace(state, observations=tuple(held)), event.occurred_at, settings)
+    return _fire(evolve(state, observations=tuple(held)), event.occurred_at, settings)
 
 
 def advance(
@@ -166,7 +167,7 @@ def advance(
     # never be evaluated again.
     earliest_open = horizon - timedelta(days=settings.days)
     fired = tuple(f for f in state.fired if _started_at_or_after(f[0], earliest_open))
-    return replace(state, observations=kept, fired=fired, watermark=mark), []
+    return evolve(state, observations=kept, fired=fired, watermark=mark), []
 
 
 def _fire(
@@ -187,7 +188,15 @@ def _fire(
         if period not in fired:
             first = max(start, trigger_at)
             last = min(end, trigger_at + window)
-            anchors = held[bisect_left(held, first, key=_at):bisect_right(held, last, key=_at)]
+            stop = bisect_right(held, last, key=_at)
+            anchors = held[bisect_left(held, first, key=_at):stop]
+            # Every anchor's window lies inside [first - days, last], and more observations never
+            # make fewer reports, agencies or children: if all of those are not enough, no anchor
+            # is. A busy cell that never qualifies (one agency, say) costs one pass, not one per anchor.
+            reach = held[bisect_left(held, first - window, key=_at):stop]
+            if not anchors or not _enough(reach, settings):
+                start = end
+                continue
             for at, event_id in sorted({(o.occurred_at, o.event_id) for o in anchors if o.occurred_at < end}):
                 alert = _evaluate(state, event_id, at, period, settings)
                 if alert is not None:
@@ -198,7 +207,7 @@ def _fire(
         start = end
     if not marks:
         return state, []
-    return replace(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
+    return evolve(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
 
 
 def _evaluate(
@@ -222,11 +231,23 @@ def _evaluate(
 
 
 def _enough(inside: Sequence[Observation], settings: HotspotSettings) -> bool:
+    # Agencies first: in a busy cell they are the scarcest; each count stops once it is enough.
     return (
-        len({o.event_id for o in inside}) >= settings.min_reports
-        and len({o.agency for o in inside}) >= settings.min_agencies
-        and len({c for o in inside for c in o.children}) >= settings.min_children
+        _at_least(settings.min_agencies, (o.agency for o in inside))
+        and _at_least(settings.min_reports, (o.event_id for o in inside))
+        and _at_least(settings.min_children, (c for o in inside for c in o.children))
     )
+
+
+def _at_least(wanted: int, values: Iterable[str]) -> bool:
+    seen: set[str] = set()
+    if len(seen) >= wanted:
+        return True
+    for value in values:
+        seen.add(value)
+        if len(seen) >= wanted:
+            return True
+    return False
 
 
 def _alert(

@@ -27,12 +27,13 @@ State is per child (``initial(child_id)``). Semantics, all on event time (``occu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
+from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
 from streams.rules.alerts import Alert, SettingPairs, alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
@@ -90,7 +91,7 @@ def apply(
         event.event_id, event.episode_id, event.occurred_at, event.area, event.risk_level == "high"
     )
     reports = tuple(sorted((*state.reports, report), key=lambda r: (r.occurred_at, r.event_id)))
-    return _fire(replace(state, reports=reports), settings)
+    return _fire(evolve(state, reports=reports), settings)
 
 
 def advance(
@@ -102,7 +103,7 @@ def advance(
     reports = tuple(r for r in state.reports if r.occurred_at >= horizon)
     held = {r.episode_id for r in reports}
     fired = tuple(f for f in state.fired if f[0] in held)
-    return replace(state, reports=reports, fired=fired, watermark=mark), []
+    return evolve(state, reports=reports, fired=fired, watermark=mark), []
 
 
 def _fire(
@@ -122,7 +123,7 @@ def _fire(
             fired_ids.add(this_id)
             marks.append((report.episode_id, this_id))
             alerts.append(_alert(state.child_id, report, window, settings))
-    return replace(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
+    return evolve(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
 
 
 # Every event of a child re-checks its unfired episodes, each by its alert id: recent ids are kept.

@@ -28,11 +28,12 @@ State is per child (``initial(child_id)``), one record per missing episode. Sema
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
+from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
 from streams.rules.alerts import Alert, new_alert
 from streams.rules.errors import MisroutedEventError
@@ -127,15 +128,15 @@ def advance(
         alerts.extend(raised)
         if not _prunable(record, horizon, settings):
             kept.append(record)
-    return replace(state, episodes=tuple(kept), watermark=mark), alerts
+    return evolve(state, episodes=tuple(kept), watermark=mark), alerts
 
 
 def _record(record: EpisodeRecord, event: ChildReturned | ReturnInterview) -> EpisodeRecord:
     if isinstance(event, ChildReturned):
         returns = _sorted((*record.returns, Stamp(event.event_id, event.occurred_at, event.area)))
-        return replace(record, returns=returns)
+        return evolve(record, returns=returns)
     interviews = _sorted((*record.interviews, Stamp(event.event_id, event.occurred_at)))
-    return replace(record, interviews=interviews)
+    return evolve(record, interviews=interviews)
 
 
 def _sorted(stamps: tuple[Stamp, ...]) -> tuple[Stamp, ...]:
@@ -144,7 +145,7 @@ def _sorted(stamps: tuple[Stamp, ...]) -> tuple[Stamp, ...]:
 
 def _put(state: ReturnInterviewState, record: EpisodeRecord) -> ReturnInterviewState:
     others = [e for e in state.episodes if e.episode_id != record.episode_id]
-    return replace(state, episodes=tuple(sorted((*others, record), key=lambda e: e.episode_id)))
+    return evolve(state, episodes=tuple(sorted((*others, record), key=lambda e: e.episode_id)))
 
 
 def _check(
@@ -159,12 +160,12 @@ def _check(
         on_time = any(i.occurred_at <= deadline for i in record.interviews)
         if watermark >= deadline + timedelta(hours=settings.out_of_order_hours) and not on_time:
             overdue = _overdue_alert(child_id, record, deadline, settings)
-            record = replace(record, overdue_alert_id=overdue.alert_id)
+            record = evolve(record, overdue_alert_id=overdue.alert_id)
             alerts.append(overdue)
     if record.overdue_alert_id is not None and not record.resolved and record.interviews:
         assert deadline is not None  # an overdue alert implies a return
         alerts.append(_resolved_alert(child_id, record, deadline, settings))
-        record = replace(record, resolved=True)
+        record = evolve(record, resolved=True)
     return record, alerts
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from hubstream import topics
 from hubstream.settings import Settings
@@ -135,3 +136,27 @@ def test_silent_sources_do_not_stop_hotspot_state_from_moving_on(ns: Namespace) 
     assert dead, "the late observation should have been refused by the hotspot cells"
     assert all("late" in str(d["reason"]) and d["stage"] == "process" for d in dead), dead
     assert {d["original_topic"] for d in dead} == {f"{group}-hotspot-observations"}
+
+
+def test_a_busy_cells_state_beyond_a_megabyte_is_written_and_read_back(ns: Namespace) -> None:
+    """A hotspot cell holds every located observation of its window: at a busy place that is
+    megabytes of state, more than Kafka's default message limit. Its changelog must take it, and
+    a restarted worker must read it back, or the worker stops for good."""
+    story = [
+        ("MissingEpisodeEvent", missing(f"pk_busy{n % 400}", f"busy{n}", "reported_missing",
+                                        T0 + timedelta(minutes=5 * n), last_seen=located(*HOTEL)))
+        for n in range(6000)
+    ]
+    publish(ns.settings, story)
+    first = ns.start_worker(name="worker-busy")
+    group = f"{ns.prefix}hubstream-worker"
+    wait_for_worker(ns, group, timeout_s=240)
+    ns.stop_all()
+    assert first.returncode == 0
+
+    ns.start_worker(name="worker-busy-restarted")
+    publish(ns.settings, story[:1])  # a duplicate: handled against the restored state
+    wait_for_worker(ns, group, timeout_s=240)
+    log = (Path(ns.env["HUBSTREAM_HOME"]) / "test-logs" / f"{ns.prefix}worker-busy-restarted.log").read_text()
+    restored = [line for line in log.splitlines() if "-hotspot-changelog[" in line and "restored" in line]
+    assert restored, "the restarted worker should have read the hotspot changelog back"
