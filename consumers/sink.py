@@ -60,6 +60,17 @@ _FATAL_CODES = frozenset(
 )
 
 
+RENEW_AGAIN_AFTER_S = 60.0
+
+
+class _ConsumerFatal(Exception):
+    """The consumer is unusable (librdkafka's fatal error), though the sink need not be."""
+
+    def __init__(self, error: KafkaError) -> None:
+        super().__init__(error.str())
+        self.error = error
+
+
 @dataclass(frozen=True)
 class Decoded:
     topic: str
@@ -135,21 +146,21 @@ class TransactionalSink:
         self._batch_sizes = BATCH_SIZE.labels(store=store)
         self._event_to_row = EVENT_TO_ROW_SECONDS.labels(store=store)
         self._rebalances = 0
-        self._consumer = Consumer(
-            {
-                **kafka_config,
-                "group.id": group_id,
-                # Static membership: a consumer restarted after a crash takes its partitions straight
-                # back instead of waiting out the dead member's session.
-                "group.instance.id": instance_id or f"{group_id}@{socket.gethostname()}",
-                "session.timeout.ms": 10_000,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "logger": log,
-                **(consumer_config or {}),
-            }
-        )
+        self._consumer_config = {
+            **kafka_config,
+            "group.id": group_id,
+            # Static membership: a consumer restarted after a crash takes its partitions straight
+            # back instead of waiting out the dead member's session.
+            "group.instance.id": instance_id or f"{group_id}@{socket.gethostname()}",
+            "session.timeout.ms": 10_000,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "logger": log,
+            **(consumer_config or {}),
+        }
+        self._consumer = Consumer(self._consumer_config)
+        self._renewed_at: float | None = None
         self._conn: db.Connection | None = None  # used by one thread at a time, never two
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{store}-writer")
         self._in_flight: tuple[_Batch, Future[float]] | None = None
@@ -197,6 +208,34 @@ class TransactionalSink:
 
     # -- positions ------------------------------------------------------------------------
 
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(
+            list(self.accepted), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+
+    def _renew(self, exc: _ConsumerFatal) -> None:
+        """A fresh consumer after a fatal one, positioned from the database as at start-up.
+
+        librdkafka gives up on a static member that the coordinator fenced, which happens when a
+        stalled broker lets the member's session lapse: the sink would sit idle for good. Fenced
+        again within a minute means another process holds the same group.instance.id; then stop.
+        """
+        now = time.monotonic()
+        if self._renewed_at is not None and now - self._renewed_at < RENEW_AGAIN_AFTER_S:
+            raise KafkaException(
+                f"{self.group_id}: consumer failed again within {RENEW_AGAIN_AFTER_S:.0f} s of being "
+                f"renewed ({exc.error.str()}); is another sink running with group.instance.id "
+                f"{self._consumer_config['group.instance.id']!r}?"
+            ) from None
+        log.error("%s: consumer failed (%s); starting a new one from the database's offsets",
+                  self.group_id, exc.error.str())
+        self._settle(rewind=False)
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self._consumer.close()
+        self._renewed_at = now
+        self._consumer = Consumer(self._consumer_config)
+        self._subscribe()
+
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._rebalances += 1
         self._settle(rewind=False)  # the offsets read next must include the batch in flight
@@ -229,13 +268,15 @@ class TransactionalSink:
         each is settled before the next is sent, so a failed transaction is replayed from the
         database's offsets with nothing after it written.
         """
-        self._consumer.subscribe(
-            list(self.accepted), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
-        )
+        self._subscribe()
         idle = 0
         try:
             while not should_stop():
-                messages = self._next_batch()
+                try:
+                    messages = self._next_batch()
+                except _ConsumerFatal as exc:
+                    self._renew(exc)
+                    continue
                 if not messages:
                     self._settle()
                     idle += 1
@@ -270,8 +311,10 @@ class TransactionalSink:
             err = m.error()
             if err is None:
                 messages.append(m)
-            elif err.fatal() or err.code() in _FATAL_CODES:
+            elif err.code() in _FATAL_CODES:
                 raise KafkaException(err)
+            elif err.fatal() or err.code() == KafkaError._FATAL:
+                raise _ConsumerFatal(err)
             else:
                 log.warning("%s: consumer error: %s", self.group_id, err)
         return messages

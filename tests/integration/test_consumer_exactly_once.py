@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from confluent_kafka import Consumer
 
 from hubstream import kafka, topics
 from hubstream.progress import wait_until
@@ -20,11 +24,11 @@ ALERTS = 20_000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def publish_alerts(ns: Namespace, count: int) -> None:
+def publish_alerts(ns: Namespace, count: int, start: int = 0) -> None:
     serde = serde_for(ns.settings)
     producer = kafka.producer(ns.settings, "worker")  # the worker is who writes alerts
     topic = ns.topic(topics.ALERTS)
-    for n in range(count):
+    for n in range(start, start + count):
         record = alert(n, T0 + timedelta(minutes=n))
         producer.send(topic, key=record["subject"].encode(), value=serde.encode(topic, "Alert", record))
     producer.flush()
@@ -99,3 +103,34 @@ def test_database_stopped_and_started_mid_stream_loses_and_duplicates_nothing(ns
     wait_until(lambda: rows(ns) == ALERTS, timeout_s=180, what="all rows after the restart")
     time.sleep(3)
     assert_exactly_once(ns)
+
+
+def test_a_fenced_consumer_is_replaced_and_the_sink_carries_on(ns: Namespace) -> None:
+    """The coordinator fences a static member whose session lapsed (a stalled broker, say);
+    librdkafka then gives that consumer up for good. The sink starts a new one, positioned from
+    the database, instead of sitting idle."""
+    sink = start_consumer(ns)
+    publish_alerts(ns, 100)
+    wait_until(lambda: rows(ns) == 100, timeout_s=60, what="the first alerts written")
+
+    group = f"{ns.prefix}hubstream-hub-store"
+    intruder = Consumer({
+        **kafka.librdkafka_config(ns.settings, "hub-consumer"),
+        "group.id": group,
+        "group.instance.id": f"{group}@{socket.gethostname()}",  # the sink's own static identity
+    })
+    intruder.subscribe([ns.topic(topics.ALERTS)])
+    deadline = time.monotonic() + 30
+    while not intruder.assignment() and time.monotonic() < deadline:
+        intruder.poll(0.2)
+    intruder.close()
+
+    # The fencing shows when the sink next speaks to the coordinator: its commit after a batch.
+    log_file = Path(ns.env["HUBSTREAM_HOME"]) / "test-logs" / f"{ns.prefix}consumer.log"
+    publish_alerts(ns, 100, start=100)
+    wait_until(lambda: "fenced" in log_file.read_text(), timeout_s=60, what="the sink fenced")
+    publish_alerts(ns, 100, start=200)
+    wait_until(lambda: rows(ns) == 300, timeout_s=90, what="the alerts after the fencing written")
+    assert sink.poll() is None, "the sink should still be running"
+    assert "starting a new one from the database's offsets" in log_file.read_text()
+    assert scalar(ns, "SELECT count(*) FROM audit.access_log WHERE action = 'write'") == 300
