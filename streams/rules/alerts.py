@@ -53,7 +53,7 @@ def _settings_json(settings: SettingPairs) -> str:
     return _dumps([[name, value] for name, value in sorted(settings)])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Alert:
     """One alert. ``evidence``, ``settings`` and ``handling_conditions`` are kept sorted."""
 

@@ -35,7 +35,7 @@ from streams.rules.settings import AssociationSettings, identity
 RULE: Final = "association"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     """A report naming the entity, as the rule remembers it."""
 
@@ -46,7 +46,7 @@ class Link:
     conditions: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AssociationState:
     entity: str  # kind:key
     links: tuple[Link, ...] = ()  # ordered by (occurred_at, event_id)

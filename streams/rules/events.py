@@ -77,7 +77,7 @@ def normalise_phone(raw: str) -> str:
     return digits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     lat: float
     lon: float
@@ -87,7 +87,7 @@ class Location:
         object.__setattr__(self, "lon", _coordinate("lon", self.lon, 180.0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entity:
     """An adult of concern, vehicle, phone or online handle; ``key`` already normalised."""
 
@@ -104,7 +104,7 @@ class Entity:
         return f"{self.kind}:{self.key}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MissingReported:
     event_id: str
     child_id: str
@@ -123,7 +123,7 @@ class MissingReported:
         _one_of("MissingReported", "risk_level", self.risk_level, RISK_LEVELS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildReturned:
     """The child was found or returned: the missing episode ended."""
 
@@ -142,7 +142,7 @@ class ChildReturned:
         _optional_location("ChildReturned", self.location)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReturnInterview:
     event_id: str
     child_id: str
@@ -157,7 +157,7 @@ class ReturnInterview:
         _one_of("ReturnInterview", "outcome", self.outcome, INTERVIEW_OUTCOMES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IntelligenceReport:
     """A soft-intelligence report or sighting: who, what and where, as pseudonymous keys.
 

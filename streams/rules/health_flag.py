@@ -21,7 +21,7 @@ AUTHOR = "Multi-agency CSE hub"
 RAISING_DECISIONS = ("case_opened", "risk_level_set")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FlagState:
     nhs_number: str | None = None
     active: bool = False

@@ -59,7 +59,7 @@ RULE: Final = "hotspot"
 EPOCH: Final = datetime(1970, 1, 5, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
     event_id: str
     occurred_at: UtcDatetime
@@ -71,7 +71,7 @@ class Observation:
     conditions: str | None  # handling-code-C conditions of the source report
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HotspotState:
     cell: str
     observations: tuple[Observation, ...] = ()  # ordered by (occurred_at, event_id, lat, lon)

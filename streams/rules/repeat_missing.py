@@ -43,7 +43,7 @@ from streams.rules.settings import RepeatMissingSettings, identity
 RULE: Final = "repeat_missing"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Report:
     event_id: str
     episode_id: str
@@ -52,7 +52,7 @@ class Report:
     high_risk: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RepeatMissingState:
     child_id: str
     reports: tuple[Report, ...] = ()  # ordered by (occurred_at, event_id)

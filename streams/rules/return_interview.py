@@ -44,7 +44,7 @@ OVERDUE: Final = "return_interview_overdue"
 RESOLVED: Final = "return_interview_resolved"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stamp:
     """A return or interview as the rule remembers it (area is the reporting area, if any)."""
 
@@ -53,7 +53,7 @@ class Stamp:
     area: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EpisodeRecord:
     episode_id: str
     returns: tuple[Stamp, ...] = ()  # ordered by (occurred_at, event_id)
@@ -70,7 +70,7 @@ class EpisodeRecord:
         return any(s.event_id == event_id for s in (*self.returns, *self.interviews))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReturnInterviewState:
     child_id: str
     episodes: tuple[EpisodeRecord, ...] = ()  # ordered by episode_id
