@@ -1,6 +1,6 @@
 """Benchmarks of the hubstream pipeline on the local stack: throughput, ceiling, peer, latency, memory.
 
-    python -m bench                 # every measurement, 1,000,000 events (an hour or more today)
+    python -m bench                 # every measurement, 1,000,000 events (about 30 minutes today)
     python -m bench --quick         # a 50,000-event smoke run of every measurement
     python -m bench --only latency  # one measurement (repeat --only for several)
 

@@ -587,6 +587,22 @@ def add_scram_users(endpoint: Endpoint, passwords: dict[str, str]) -> None:
         upserts += _compact_bytes(user.encode()) + struct.pack(">bi", SCRAM_MECHANISM_ID, SCRAM_ITERATIONS)
         upserts += _compact_bytes(salt) + _compact_bytes(salted) + b"\0"
     body = _uvarint(1) + bytes(upserts) + b"\0"  # no deletions, the upsertions, no tagged fields
+    # A restarted controller answers NOT_CONTROLLER (41) for a moment while it takes office.
+    deadline = time.monotonic() + 30
+    while True:
+        failures = _alter_scram(endpoint, body)
+        if not failures or any(e != NOT_CONTROLLER for e, _ in failures) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if failures:
+        raise ConnectionError("AlterUserScramCredentials failed for " + "; ".join(m for _, m in failures))
+
+
+NOT_CONTROLLER = 41
+
+
+def _alter_scram(endpoint: Endpoint, body: bytes) -> list[tuple[int, str]]:
+    """(error code, description) of each user the request failed for."""
     with kafka_connection(endpoint, timeout=10.0) as sock:
         reply = _Reader(_kafka_request(sock, 51, 0, body, flexible=True))
         reply.take(">i")
@@ -597,9 +613,8 @@ def add_scram_users(endpoint: Endpoint, passwords: dict[str, str]) -> None:
             message = reply.compact_string()
             reply.tagged_fields()
             if error != 0:
-                failures.append(f"{failed_user}: error {error} ({message})")
-        if failures:
-            raise ConnectionError("AlterUserScramCredentials failed for " + "; ".join(failures))
+                failures.append((error, f"{failed_user}: error {error} ({message})"))
+        return failures
 
 
 # --------------------------------------------------------------------------------------------
