@@ -87,11 +87,7 @@ def run(messages: list[tuple[str, bytes | None, bytes]], batch_size: int) -> dic
                 handled[rec.topic] += 1
             forwarded += [record(t, k, v, p) for t, k, v, _, p in batch.outputs if t in handlers]
             for table in tables:
-                for partition, key in table.changed:
-                    state = table.partitions[partition].get(key)
-                    if state is not None:
-                        table.encode(state)
-                table.changed.clear()
+                table.changelog_messages()
         pending = forwarded
     cpu = time.process_time() - started
     return {"sources": len(messages), "handled": dict(handled), "cpu_s": cpu, "alerts": _alerts_by_rule()}

@@ -24,7 +24,7 @@ from hubstream.serde import serde_for
 from hubstream.settings import load
 from streams import rules, translate
 from streams.config import load_rule_config
-from streams.engine import Batch, Record, Table
+from streams.engine import Batch, Parts, Record, Table
 from streams.rules import _json
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,10 @@ TABLES: list[Table] = []
 RULE_OF_TABLE: dict[str, str] = {}  # rule state tables; the watermark tables serve every rule
 
 
-def state_table(name: str, source: str, state_class: Any, rule: str) -> Table:
-    """A table of ``rule``'s states: ``state_class`` objects, their JSON form in the changelog."""
-    return _table(Table(name, source, _json.dumps, partial(_json.loads, state_class)), rule)
+def state_table(name: str, source: str, state_class: Any, rule: str, parts: Parts | None = None) -> Table:
+    """A table of ``rule``'s states: ``state_class`` objects, their JSON form in the changelog
+    (or their parts' JSON, with ``parts``)."""
+    return _table(Table(name, source, _json.dumps, partial(_json.loads, state_class), parts), rule)
 
 
 def json_table(name: str, source: str, rule: str) -> Table:

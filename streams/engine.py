@@ -28,7 +28,7 @@ import logging
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -64,37 +64,141 @@ class Record:
         return f"{self.topic}:{self.partition}"
 
 
+@dataclass(frozen=True)
+class Parts:
+    """How a table writes each value as several changelog messages, so that a change to one part
+    of a large value rewrites that part only (a busy hotspot cell holds megabytes).
+
+    ``split`` names a value's parts; a part that has not changed must be the very same object as
+    last time, which is how the table knows to skip it. ``join`` rebuilds a value from its key and
+    its parts' encoded bytes. A part's message key is ``<key>/<part name>``.
+    """
+
+    split: Callable[[Any], Mapping[str, Any]]
+    encode: Callable[[Any], bytes]
+    join: Callable[[str, Mapping[str, bytes]], Any]
+
+
+# One changelog message: key, value (None: a tombstone), partition.
+ChangelogMessage = tuple[bytes, bytes | None, int]
+
+
 class Table:
     """Keyed state of one kind, held per partition of its source topic.
 
     ``encode``/``decode`` turn a value into the bytes of its changelog message and back;
-    ``None`` deletes the key (a tombstone in the changelog).
+    ``None`` deletes the key (a tombstone in the changelog). With ``parts``, each value is
+    written as several messages instead (see :class:`Parts`).
     """
 
     def __init__(
-        self, name: str, source: str, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]
+        self,
+        name: str,
+        source: str,
+        encode: Callable[[Any], bytes],
+        decode: Callable[[bytes], Any],
+        parts: Parts | None = None,
     ) -> None:
         self.name = name
         self.source = source
         self.encode = encode
         self.decode = decode
+        self.parts = parts
         self.changelog = ""  # set when the engine is built: <app id>-<name>-changelog
         self.partitions: dict[int, dict[str, Any]] = {}
         self.changed: set[tuple[int, str]] = set()
+        # With parts: per partition and key, the part objects the changelog holds now.
+        self.written: dict[int, dict[str, Mapping[str, Any]]] = {}
+        # With parts: parts read back but not yet joined, while a partition is being restored.
+        self.reading: dict[int, dict[str, dict[str, bytes]]] = {}
 
     def get(self, partition: int, key: str) -> Any:
         return self.partitions[partition].get(key)
 
     def set(self, partition: int, key: str, value: Any) -> None:
-        """Store ``value`` (``None`` deletes); the changelog is written at the end of the batch."""
+        """Store ``value`` (``None`` deletes); the changelog is written at the next checkpoint."""
         if value is None:
             self.partitions[partition].pop(key, None)
         else:
             self.partitions[partition][key] = value
         self.changed.add((partition, key))
 
+    def drop(self, partition: int) -> None:
+        """Forget a partition this worker no longer holds."""
+        self.partitions.pop(partition, None)
+        self.written.pop(partition, None)
+
     def __len__(self) -> int:
         return sum(len(keys) for keys in self.partitions.values())
+
+    def changelog_messages(self) -> list[ChangelogMessage]:
+        """The messages that bring the changelog up to date with every key changed since the
+        last call, encoded now."""
+        messages: list[ChangelogMessage] = []
+        for partition, key in self.changed:
+            value = self.partitions.get(partition, {}).get(key)
+            if self.parts is None:
+                messages.append((key.encode(), None if value is None else self.encode(value), partition))
+            else:
+                messages += self._part_messages(partition, key, value)
+        self.changed.clear()
+        return messages
+
+    def _part_messages(self, partition: int, key: str, value: Any) -> list[ChangelogMessage]:
+        assert self.parts is not None
+        written = self.written.setdefault(partition, {})
+        before = written.pop(key, {})
+        now = {} if value is None else self.parts.split(value)
+        messages: list[ChangelogMessage] = [
+            (f"{key}/{name}".encode(), self.parts.encode(part), partition)
+            for name, part in now.items()
+            if before.get(name) is not part
+        ]
+        messages += [(f"{key}/{name}".encode(), None, partition) for name in before.keys() - now.keys()]
+        if now:
+            written[key] = now
+        return messages
+
+    def restorer(self, partition: int) -> Callable[[str, bytes | None], None]:
+        """Start reading ``partition`` back: give each changelog message, in order, to the
+        function returned; :meth:`restored` then holds the state."""
+        state = self.partitions[partition] = {}
+        if self.parts is None:
+
+            def read(key: str, value: bytes | None) -> None:
+                if value is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = self.decode(value)
+
+            return read
+        encoded: dict[str, dict[str, bytes]] = self.reading.setdefault(partition, {})
+
+        def read_part(message_key: str, value: bytes | None) -> None:
+            key, slash, name = message_key.rpartition("/")
+            if not slash:
+                raise ValueError(
+                    f"{self.changelog}[{partition}]: key {message_key!r} is not <key>/<part>; "
+                    f"the changelog predates {self.name} state in parts (see the README on upgrading)"
+                )
+            if value is None:
+                encoded.get(key, {}).pop(name, None)
+            else:
+                encoded.setdefault(key, {})[name] = value
+
+        return read_part
+
+    def restored(self, partition: int) -> int:
+        """Finish reading ``partition`` back; the number of keys it holds."""
+        state = self.partitions[partition]
+        if self.parts is not None:
+            written = self.written[partition] = {}
+            for key, encoded in self.reading.pop(partition, {}).items():
+                if encoded:
+                    state[key] = value = self.parts.join(key, encoded)
+                    written[key] = self.parts.split(value)
+        return len(state)
+
 
 
 @dataclass
@@ -301,11 +405,7 @@ class Engine:
         checkpoint, self.open = self.open, _Checkpoint()
         checkpoint.offsets, self.pending = self.pending, {}
         for table in self.tables:
-            for partition, key in table.changed:
-                state = table.partitions.get(partition, {}).get(key)
-                data = None if state is None else table.encode(state)
-                checkpoint.changelog.append((table.changelog, key.encode(), data, partition))
-            table.changed.clear()
+            checkpoint.changelog += [(table.changelog, *message) for message in table.changelog_messages()]
         self.sealed.append(checkpoint)
         self.next_commit = time.monotonic() + self.commit_every_s
 
@@ -415,7 +515,7 @@ class Engine:
             )
             for table in self.tables:
                 if table.source == tp.topic:
-                    table.partitions[tp.partition] = self._restore(table, tp.partition)
+                    self._restore(table, tp.partition)
         log.info("assigned %s", _names(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -425,15 +525,16 @@ class Engine:
             self.assigned.pop((tp.topic, tp.partition), None)
             for table in self.tables:
                 if table.source == tp.topic:
-                    table.partitions.pop(tp.partition, None)
+                    table.drop(tp.partition)
         log.info("revoked %s", _names(partitions))
 
-    def _restore(self, table: Table, partition: int) -> dict[str, Any]:
-        """The state of ``partition``, read back from the table's changelog."""
+    def _restore(self, table: Table, partition: int) -> None:
+        """Read the state of ``partition`` back from the table's changelog."""
         low, high = self._offsets_of(TopicPartition(table.changelog, partition))
-        state: dict[str, Any] = {}
+        read = table.restorer(partition)
         if high <= low:
-            return state
+            table.restored(partition)
+            return
         started = time.monotonic()
         self.restorer.assign([TopicPartition(table.changelog, partition, OFFSET_BEGINNING)])
         try:
@@ -447,24 +548,15 @@ class Engine:
                             done = True
                             continue
                         raise KafkaException(error)
-                    key = message.key().decode()
-                    value = message.value()
-                    if value is None:
-                        state.pop(key, None)
-                    else:
-                        state[key] = table.decode(value)
+                    read(message.key().decode(), message.value())
                     if message.offset() >= high - 1:
                         done = True
         finally:
             self.restorer.unassign()
+        keys = table.restored(partition)
         log.info(
-            "restored %s[%d]: %d keys in %.1f s",
-            table.changelog,
-            partition,
-            len(state),
-            time.monotonic() - started,
+            "restored %s[%d]: %d keys in %.1f s", table.changelog, partition, keys, time.monotonic() - started
         )
-        return state
 
     def _empty(self, tp: TopicPartition) -> bool:
         low, high = self._offsets_of(tp)

@@ -6,12 +6,18 @@ from datetime import datetime
 
 from streams import rules, translate
 from streams.app import HOTSPOT_OBSERVATIONS, dead_letter, enabled, rule_config, send_alerts, state_table
-from streams.engine import Batch, Record
+from streams.engine import Batch, Parts, Record
 from streams.marks import HOTSPOT_SOURCES, take_mark
 from streams.rules import hotspot
 from streams.watermarks import MergedWatermark
 
-states = state_table("hotspot", HOTSPOT_OBSERVATIONS, hotspot.HotspotState, "hotspot")
+states = state_table(
+    "hotspot",
+    HOTSPOT_OBSERVATIONS,
+    hotspot.HotspotState,
+    "hotspot",
+    Parts(hotspot.parts, hotspot.encode_part, hotspot.from_parts),  # a busy cell changes a day at a time
+)
 # Fed by every partition of the missing-episode and both intelligence topics.
 merged = MergedWatermark(HOTSPOT_SOURCES)
 

@@ -29,7 +29,7 @@ def encode(value: object) -> Any:
 def decode(cls: type[T], raw: object, path: str = "state") -> T:
     """A ``cls`` from what :func:`encode` gave; :class:`RuleInputError` names a bad field."""
     try:
-        return msgspec.convert(raw, cls)
+        return msgspec.convert(raw, cls, str_keys=True)  # JSON object keys are strings
     except msgspec.ValidationError as exc:
         raise _error(exc, path) from None
 

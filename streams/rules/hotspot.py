@@ -33,30 +33,37 @@ Semantics:
 * ``advance`` drops observations older than ``watermark - days - allowed_lateness_days``,
   and the record of periods that ended before then; events older than
   ``watermark - allowed_lateness_days`` raise :class:`LateEventError`.
+
+A busy place holds tens of thousands of observations (58 days of them by default), so the state
+keeps them by UTC day: an event copies its own day's observations, not the whole place's, and
+:func:`parts` lets the changelog rewrite only the days that changed.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort_right
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import chain
 from typing import Any, Final
 
 import h3
 
-from streams.rules._json import decode, encode
+from streams.rules._json import decode, dumps, encode, loads
 from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late, to_iso
 from streams.rules.alerts import Alert, new_alert
-from streams.rules.errors import MisroutedEventError
+from streams.rules.errors import MisroutedEventError, RuleInputError
 from streams.rules.events import ChildReturned, IntelligenceReport, Location, MissingReported, RuleEvent
 from streams.rules.settings import HotspotSettings, identity
 
 RULE: Final = "hotspot"
 # Periods are counted from a Monday, so that with days=7 they are ISO weeks.
 EPOCH: Final = datetime(1970, 1, 5, tzinfo=UTC)
+DAY: Final = timedelta(days=1)
+HEAD: Final = "head"  # the part of a state that is not observations (see :func:`parts`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +78,20 @@ class Observation:
     conditions: str | None  # handling-code-C conditions of the source report
 
 
+Day = tuple[Observation, ...]  # one UTC day's observations, ordered by (occurred_at, event_id, lat, lon)
+
+
 @dataclass(frozen=True, slots=True)
 class HotspotState:
     cell: str
-    observations: tuple[Observation, ...] = ()  # ordered by (occurred_at, event_id, lat, lon)
+    days: Mapping[int, Day] = field(default_factory=dict)  # by day number (days since EPOCH)
     fired: tuple[tuple[str, str], ...] = ()  # (period start ISO, alert_id), sorted
     watermark: UtcDatetime | None = None
+
+    @property
+    def observations(self) -> Day:
+        """Every observation held, in order."""
+        return tuple(chain.from_iterable(self.days[d] for d in sorted(self.days)))
 
     def to_json(self) -> dict[str, Any]:
         encoded: dict[str, Any] = encode(self)
@@ -85,6 +100,55 @@ class HotspotState:
     @classmethod
     def from_json(cls, raw: object) -> HotspotState:
         return decode(cls, raw)
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    cell: str
+    fired: tuple[tuple[str, str], ...]
+    watermark: UtcDatetime | None
+
+
+def parts(state: HotspotState) -> dict[str, object]:
+    """A state as changelog parts: :data:`HEAD`, and one part per day named by its date. A day
+    that has not changed is the same object as before, so a writer can skip it."""
+    named: dict[str, object] = {HEAD: _Head(state.cell, state.fired, state.watermark)}
+    for number, held in state.days.items():
+        named[_date_of(number)] = held
+    return named
+
+
+def from_parts(key: str, encoded: Mapping[str, bytes]) -> HotspotState:
+    """The state :func:`parts` wrote, from each part's JSON; :class:`RuleInputError` if the head
+    is missing or a part is unreadable (naming the part)."""
+    if HEAD not in encoded:
+        raise RuleInputError(f"hotspot state {key!r}: no {HEAD!r} part among {sorted(encoded)}")
+    head = loads(_Head, encoded[HEAD], f"{key}/{HEAD}")
+    days: dict[int, Day] = {}
+    for name, data in encoded.items():
+        if name != HEAD:
+            days[_number_of(key, name)] = loads(Day, data, f"{key}/{name}")
+    return HotspotState(head.cell, days, head.fired, head.watermark)
+
+
+def encode_part(part: object) -> bytes:
+    return dumps(part)
+
+
+def _date_of(number: int) -> str:
+    return (EPOCH + number * DAY).date().isoformat()
+
+
+def _number_of(key: str, name: str) -> int:
+    try:
+        when = datetime.fromisoformat(name).replace(tzinfo=UTC)
+    except ValueError:
+        raise RuleInputError(f"hotspot state {key!r}: part {name!r} is neither {HEAD!r} nor a date") from None
+    return _day(when)
+
+
+def _day(at: datetime) -> int:
+    return (at - EPOCH) // DAY
 
 
 def initial(cell: str) -> HotspotState:
@@ -146,13 +210,17 @@ def apply(
         raise MisroutedEventError(
             f"{type(event).__name__} {event.event_id!r} has no location near cell {state.cell!r}"
         )
-    if _holds(state.observations, event):
+    number = _day(event.occurred_at)  # an event's observations share its time, so its day
+    today = state.days.get(number, ())
+    if _holds(today, event):
         return state, []
     check_not_late(event.event_id, event.occurred_at, state.watermark, settings.allowed_lateness_days)
-    held = list(state.observations)
-    for o in mine:  # held is sorted; inserting keeps it so without re-sorting a busy cell
+    held = list(today)
+    for o in mine:  # held is sorted; inserting keeps it so
         insort_right(held, o, key=_order)
-    return _fire(evolve(state, observations=tuple(held)), event.occurred_at, settings)
+    days = dict(state.days)
+    days[number] = tuple(held)
+    return _fire(evolve(state, days=days), event.occurred_at, settings)
 
 
 def advance(
@@ -161,13 +229,40 @@ def advance(
     """Move the watermark on and prune; hotspots never fire on time alone."""
     mark = advance_watermark(state.watermark, watermark)
     horizon = mark - timedelta(days=settings.days + settings.allowed_lateness_days)
-    held = state.observations
-    kept = held[bisect_left(held, horizon, key=_at):]  # held is sorted by time
+    days = _pruned(state.days, horizon)
     # No event that old is accepted any more, so a period that ended before the horizon can
     # never be evaluated again.
     earliest_open = horizon - timedelta(days=settings.days)
     fired = tuple(f for f in state.fired if _started_at_or_after(f[0], earliest_open))
-    return evolve(state, observations=kept, fired=fired, watermark=mark), []
+    return evolve(state, days=days, fired=fired, watermark=mark), []
+
+
+def _pruned(days: Mapping[int, Day], horizon: datetime) -> Mapping[int, Day]:
+    first = _day(horizon)
+    old = [number for number in days if number < first]
+    held = days.get(first, ())
+    cut = bisect_left(held, horizon, key=_at) if held and held[0].occurred_at < horizon else 0
+    if not old and not cut:
+        return days  # the usual case: nothing to drop, and no copy
+    kept = {number: obs for number, obs in days.items() if number >= first}
+    if cut:
+        kept[first] = held[cut:]
+        if not kept[first]:
+            del kept[first]
+    return kept
+
+
+def _between(days: Mapping[int, Day], first: datetime, last: datetime) -> list[Observation]:
+    """The observations with ``first <= occurred_at <= last``, in order."""
+    start, end = _day(first), _day(last)
+    pieces: list[Day] = []
+    for number in range(start, end + 1):
+        held = days.get(number)
+        if held:
+            lo = bisect_left(held, first, key=_at) if number == start else 0
+            hi = bisect_right(held, last, key=_at) if number == end else len(held)
+            pieces.append(held[lo:hi])
+    return list(chain.from_iterable(pieces))
 
 
 def _fire(
@@ -175,7 +270,6 @@ def _fire(
 ) -> tuple[HotspotState, list[Alert]]:
     # Only anchors whose window [t - days, t] contains the new event can change, and only
     # those in a period that has not fired; in a busy cell that is usually none.
-    held = state.observations
     window = timedelta(days=settings.days)
     fired = {period for period, _ in state.fired}
     marks: list[tuple[str, str]] = []
@@ -188,13 +282,11 @@ def _fire(
         if period not in fired:
             first = max(start, trigger_at)
             last = min(end, trigger_at + window)
-            stop = bisect_right(held, last, key=_at)
-            anchors = held[bisect_left(held, first, key=_at):stop]
+            anchors = _between(state.days, first, last)
             # Every anchor's window lies inside [first - days, last], and more observations never
             # make fewer reports, agencies or children: if all of those are not enough, no anchor
             # is. A busy cell that never qualifies (one agency, say) costs one pass, not one per anchor.
-            reach = held[bisect_left(held, first - window, key=_at):stop]
-            if not anchors or not _enough(reach, settings):
+            if not anchors or not _enough(_between(state.days, first - window, last), settings):
                 start = end
                 continue
             for at, event_id in sorted({(o.occurred_at, o.event_id) for o in anchors if o.occurred_at < end}):
@@ -213,9 +305,8 @@ def _fire(
 def _evaluate(
     state: HotspotState, event_id: str, at: datetime, period: str, settings: HotspotSettings
 ) -> Alert | None:
-    held, rings = state.observations, settings.neighbour_rings
-    recent = held[bisect_left(held, at - timedelta(days=settings.days), key=_at):
-                  bisect_right(held, at, key=_at)]
+    rings = settings.neighbour_rings
+    recent = _between(state.days, at - timedelta(days=settings.days), at)
     if not _enough(recent, settings):  # no neighbourhood can hold more than the whole cell
         return None
     anchor = [o for o in recent if o.event_id == event_id and o.occurred_at == at]
@@ -269,9 +360,9 @@ def _alert(
     )
 
 
-def _holds(held: tuple[Observation, ...], event: RuleEvent) -> bool:
-    """Whether ``event`` is already held: its observations carry its id and its time, and
-    ``held`` is sorted by time, so only the observations at that time need looking at."""
+def _holds(held: Day, event: RuleEvent) -> bool:
+    """Whether ``event`` is already held in ``held``, its day: its observations carry its id and
+    its time, and ``held`` is sorted by time, so only the observations at that time need looking at."""
     start = bisect_left(held, event.occurred_at, key=_at)
     end = bisect_right(held, event.occurred_at, key=_at)
     return any(o.event_id == event.event_id for o in held[start:end])

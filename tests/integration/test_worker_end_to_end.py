@@ -140,8 +140,9 @@ def test_silent_sources_do_not_stop_hotspot_state_from_moving_on(ns: Namespace) 
 
 def test_a_busy_cells_state_beyond_a_megabyte_is_written_and_read_back(ns: Namespace) -> None:
     """A hotspot cell holds every located observation of its window: at a busy place that is
-    megabytes of state, more than Kafka's default message limit. Its changelog must take it, and
-    a restarted worker must read it back, or the worker stops for good."""
+    megabytes of state, more than Kafka's default message limit, written to the changelog a day
+    at a time. A restarted worker must read every part back and join them, or the worker stops
+    for good."""
     story = [
         ("MissingEpisodeEvent", missing(f"pk_busy{n % 400}", f"busy{n}", "reported_missing",
                                         T0 + timedelta(minutes=5 * n), last_seen=located(*HOTEL)))
@@ -160,3 +161,5 @@ def test_a_busy_cells_state_beyond_a_megabyte_is_written_and_read_back(ns: Names
     log = (Path(ns.env["HUBSTREAM_HOME"]) / "test-logs" / f"{ns.prefix}worker-busy-restarted.log").read_text()
     restored = [line for line in log.splitlines() if "-hotspot-changelog[" in line and "restored" in line]
     assert restored, "the restarted worker should have read the hotspot changelog back"
+    keys = sum(int(line.split("]: ")[1].split(" keys")[0]) for line in restored)
+    assert keys >= 1, restored  # the hotel's cells, joined from their parts

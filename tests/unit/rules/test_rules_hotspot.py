@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rules_factories import day, ids, interview, missing, report, returned
 
-from streams.rules import HotspotSettings, LateEventError, Location, MisroutedEventError, identity
+from streams.rules import (
+    HotspotSettings,
+    LateEventError,
+    Location,
+    MisroutedEventError,
+    RuleInputError,
+    identity,
+)
 from streams.rules import hotspot as rule
 from streams.rules.alerts import Alert, alert_id
 
@@ -324,3 +331,32 @@ def test_any_arrival_order_with_duplicates_fires_the_same_alert_ids(spec, data) 
     periods = [(a.subject, rule.period_start(a.raised_at, SMALL)) for a in any_order]
     assert len(set(periods)) == len(periods)
     assert ids(any_order) == {period_id(start, SMALL, cell) for cell, start in periods}
+
+
+def test_state_round_trips_through_its_parts() -> None:
+    events = sightings(5, handling_code="C", handling_conditions="police only")
+    events += sightings(3, when=day(3), prefix="later")
+    states, _ = route(events)
+    state, _ = rule.advance(states[COARSE], day(4), DEFAULT)
+    parts = rule.parts(state)
+    assert sorted(parts) == ["2026-01-01", "2026-01-04", rule.HEAD]  # day(0) is 2026-01-01
+    encoded = {name: rule.encode_part(part) for name, part in parts.items()}
+    assert rule.from_parts(COARSE, encoded) == state
+
+
+def test_an_event_changes_its_own_days_part_and_the_head_only() -> None:
+    states, _ = route(sightings(5) + sightings(2, when=day(3), prefix="later"))
+    before = rule.parts(states[COARSE])
+    after = rule.parts(rule.apply(states[COARSE], sightings(1, when=day(3), prefix="new")[0], DEFAULT)[0])
+    assert {name for name in after if after[name] is not before.get(name)} == {rule.HEAD, "2026-01-04"}
+
+
+def test_unreadable_parts_are_refused_naming_the_part() -> None:
+    states, _ = route(sightings(5))
+    encoded = {name: rule.encode_part(part) for name, part in rule.parts(states[COARSE]).items()}
+    with pytest.raises(RuleInputError, match="no 'head' part"):
+        rule.from_parts(COARSE, {k: v for k, v in encoded.items() if k != rule.HEAD})
+    with pytest.raises(RuleInputError, match="part 'tuesday' is neither"):
+        rule.from_parts(COARSE, {**encoded, "tuesday": b"[]"})
+    with pytest.raises(RuleInputError, match=r"2026-01-01\[0\]\.event_id"):
+        rule.from_parts(COARSE, {**encoded, "2026-01-01": b'[{"event_id": 7}]'})
