@@ -7,7 +7,7 @@ episodes are also re-keyed onto the hotspot topic.
 from __future__ import annotations
 
 import heapq
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from hubstream.protect import pseudonym
 from streams import rules, translate
@@ -52,19 +52,6 @@ def _queue(partition: int) -> list[tuple[str, str]]:
     return held[1]
 
 
-def _next_due(
-    state: return_interview.ReturnInterviewState, settings: rules.ReturnInterviewSettings
-) -> datetime | None:
-    """When the watermark must reach to raise this child's next overdue alert, if one may fall due."""
-    delay = timedelta(hours=settings.out_of_order_hours)
-    pending = [
-        d + delay for e in state.episodes
-        if e.overdue_alert_id is None and (d := e.deadline(settings)) is not None
-        and not any(i.occurred_at <= d for i in e.interviews)
-    ]
-    return min(pending, default=None)
-
-
 def _track(partition: int, child: str, area: str, due_at: datetime | None) -> None:
     key = pseudonym(child)
     held = due.get(partition, key)
@@ -90,7 +77,7 @@ def _interview_step(
         state, alerts = return_interview.apply(state, event, settings)
     state, more = return_interview.advance(state, watermark, settings)
     interview_states.set(partition, key, state)
-    _track(partition, child, area, _next_due(state, settings))
+    _track(partition, child, area, return_interview.next_due(state, settings))
     return alerts + more
 
 

@@ -131,6 +131,18 @@ def advance(
     return evolve(state, episodes=tuple(kept), watermark=mark), alerts
 
 
+def next_due(state: ReturnInterviewState, settings: ReturnInterviewSettings) -> datetime | None:
+    """The watermark at which :func:`advance` raises this child's next overdue alert, or None
+    if no alert can fall due without more events (the worker keeps a timer queue on it)."""
+    delay = timedelta(hours=settings.out_of_order_hours)
+    pending = [
+        d + delay for e in state.episodes
+        if e.overdue_alert_id is None and (d := e.deadline(settings)) is not None
+        and not any(i.occurred_at <= d for i in e.interviews)
+    ]
+    return min(pending, default=None)
+
+
 def _record(record: EpisodeRecord, event: ChildReturned | ReturnInterview) -> EpisodeRecord:
     if isinstance(event, ChildReturned):
         returns = _sorted((*record.returns, Stamp(event.event_id, event.occurred_at, event.area)))

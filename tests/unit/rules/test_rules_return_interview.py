@@ -252,6 +252,37 @@ def test_any_arrival_order_then_one_watermark_fires_the_same_alert_ids(spec, dat
     assert len(any_order) == len(ids(any_order))
 
 
+def test_next_due_is_the_earliest_uninterviewed_deadline_held_back() -> None:
+    state, _ = run([returned("e1", day(2)), returned("e2", day(0)), returned("e3", day(1)),
+                    interview("e3", day(4))])  # e3's interview is exactly at its deadline
+    assert rule.next_due(state, DEFAULT) == day(3) + HELD_BACK  # e2's
+    on_time, _ = run([returned("e1", day(0)), interview("e1", day(3))])
+    assert rule.next_due(on_time, DEFAULT) is None
+    raised, _ = rule.advance(state, day(3) + HELD_BACK, DEFAULT)
+    assert rule.next_due(raised, DEFAULT) == day(5) + HELD_BACK  # e1's; e2 has been raised
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=lifecycle, hold_back=st.sampled_from([0, 6, 30]))
+def test_next_due_is_exactly_when_advance_raises_the_next_overdue_alert(spec, hold_back) -> None:
+    """The worker wakes a child only at next_due: a second earlier must raise nothing, at it an
+    overdue alert, and with no next_due no watermark ever raises one."""
+    held = ReturnInterviewSettings(out_of_order_hours=hold_back)
+    state, _ = run(_events(spec), settings=held)
+    due = rule.next_due(state, held)
+
+    def overdue(watermark) -> list:
+        return [a for a in rule.advance(state, watermark, held)[1] if a.rule == "return_interview_overdue"]
+
+    if due is None:
+        assert overdue(day(400)) == []
+    else:
+        assert overdue(due - SECOND) == []
+        assert overdue(due) != []
+        later, _ = rule.advance(state, due, held)
+        assert rule.next_due(later, held) is None or rule.next_due(later, held) > due
+
+
 @settings(max_examples=200, deadline=None)
 @given(spec=lifecycle, data=st.data())
 def test_interleaved_watermarks_only_add_overdue_alerts_that_are_resolved(spec, data) -> None:
