@@ -227,12 +227,14 @@ MAX_SEALED = 2  # checkpoints awaiting the broker before the worker waits for th
 
 @dataclass(frozen=True)
 class Assigned:
-    """A partition this worker reads, when it was given it, and whether it has ever had data."""
+    """A partition this worker reads, when it was given it, whether it has ever had data, and
+    whether this worker has read all it holds (both ask the broker)."""
 
     topic: str
     partition: int
     since: float  # time.monotonic()
     empty: Callable[[], bool]
+    caught_up: Callable[[], bool]
 
 
 # Called every ``tick_every_s`` with a batch to send through and the partitions held now.
@@ -510,8 +512,9 @@ class Engine:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         now = time.monotonic()
         for tp in partitions:
+            held = TopicPartition(tp.topic, tp.partition)
             self.assigned[(tp.topic, tp.partition)] = Assigned(
-                tp.topic, tp.partition, now, partial(self._empty, TopicPartition(tp.topic, tp.partition))
+                tp.topic, tp.partition, now, partial(self._empty, held), partial(self._caught_up, held)
             )
             for table in self.tables:
                 if table.source == tp.topic:
@@ -561,6 +564,15 @@ class Engine:
     def _empty(self, tp: TopicPartition) -> bool:
         low, high = self._offsets_of(tp)
         return high <= low
+
+    def _caught_up(self, tp: TopicPartition) -> bool:
+        _, high = self._offsets_of(tp)
+        [read] = self.consumer.position([tp])
+        offset = read.offset
+        if offset < 0:  # nothing read since it was assigned: where the group left off
+            [read] = self.consumer.committed([tp], timeout=10)
+            offset = read.offset
+        return bool(offset >= high)
 
     def _offsets_of(self, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:
         """(low, high) offsets of a partition, waiting out a topic the broker is still making."""

@@ -6,9 +6,12 @@ A source partition with no events at all would never be heard from, and the merg
 (the minimum over all sources) would never exist, so state would never be pruned. So every
 ``EVERY_S`` the worker sends, for each source partition it reads, a mark to every partition of
 the re-keyed topics it feeds: the source's watermark, or *idle* when the partition has had no
-event at all for ``IDLE_AFTER_S`` since it was assigned. A mark from a source follows every
-event forwarded from it up to that watermark (one producer, in order), so it never lets a
-re-keyed partition run ahead of events still on their way.
+event at all for ``IDLE_AFTER_S`` since it was assigned, or when it had events but has been
+silent for ``SILENT_AFTER_S`` with nothing left to read (a quiet partition of partner
+intelligence must not hold every hotspot's pruning back for days). An idle source is left out
+of the merged watermark until its next event. A mark from a source follows every event
+forwarded from it up to that watermark (one producer, in order), so it never lets a re-keyed
+partition run ahead of events still on their way.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from streams.watermarks import MergedWatermark
 MARK_KEY = b"\x00mark"  # never a cell or a pseudonym, so never a state key
 EVERY_S = 5.0
 IDLE_AFTER_S = 5.0
+SILENT_AFTER_S = 30.0
 RESEND_S = 60.0  # also unchanged marks, for a re-keyed partition whose worker restarted
 
 _sent: dict[str, tuple[datetime | None, float]] = {}
+_moved: dict[str, tuple[datetime | None, float]] = {}  # a source's last watermark, and since when
 
 
 def send_marks(batch: Batch, assigned: list[Assigned]) -> None:
@@ -48,6 +53,8 @@ def send_marks(batch: Batch, assigned: list[Assigned]) -> None:
         mark: datetime | None = table.partitions.get(held.partition, {}).get(source)
         if mark is None and (now - held.since < IDLE_AFTER_S or not held.empty()):
             continue  # events are on their way; they carry their own marks
+        if mark is not None and _silent(source, mark, now) and held.caught_up():
+            mark = None  # idle until its next event, which carries its own mark
         last = _sent.get(source)
         if last is not None and last[0] == mark and now - last[1] < RESEND_S:
             continue
@@ -59,6 +66,14 @@ def send_marks(batch: Batch, assigned: list[Assigned]) -> None:
             for partition in range(PARTITIONS):
                 batch.send(topic, MARK_KEY, data, partition=partition)
         _sent[source] = (mark, now)
+
+
+def _silent(source: str, mark: datetime, now: float) -> bool:
+    last = _moved.get(source)
+    if last is None or last[0] != mark:
+        _moved[source] = (mark, now)
+        return False
+    return now - last[1] >= SILENT_AFTER_S
 
 
 def take_mark(record: Record, batch: Batch, merged: MergedWatermark) -> bool:

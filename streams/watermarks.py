@@ -14,9 +14,9 @@ class MergedWatermark:
     another source ran ahead; until every source has been heard from there is no watermark and
     nothing is pruned. Sources are heard from through the events forwarded from them and through
     the marks the worker sends to every re-keyed partition (see ``streams.marks``): a source
-    partition with no events at all is reported *idle* and left out of the minimum until its
-    first event. Kept in memory: after a restart it is rebuilt from new messages and marks,
-    which only delays pruning.
+    partition with no events at all, or silent with nothing left to read, is reported *idle* and
+    left out of the minimum until its next event. Kept in memory: after a restart it is rebuilt
+    from new messages and marks, which only delays pruning.
     """
 
     def __init__(self, expected_sources: int) -> None:
@@ -36,9 +36,11 @@ class MergedWatermark:
         return self._merged(marks)
 
     def idle(self, partition: str, source: str) -> datetime | None:
-        """Record that ``source`` has had no event at all; return the merged watermark."""
+        """Record that ``source`` has no event to send (none at all, or none for a while with
+        nothing left to read): it is left out of the minimum until its next mark. Return the
+        merged watermark."""
         marks = self.marks.setdefault(partition, {})
-        marks.setdefault(source, None)
+        marks[source] = None
         return self._merged(marks)
 
     def current(self, partition: str) -> datetime | None:

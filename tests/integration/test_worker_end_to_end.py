@@ -17,6 +17,7 @@ from tests.support.reference import reference_alerts
 from tests.support.stack import Namespace, decoded, wait_for_worker
 
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
 T0 = datetime(2026, 2, 1, 18, 0, tzinfo=UTC)
 HOTEL = (52.7721, -1.2062)
 
@@ -65,12 +66,26 @@ def county_story() -> list[tuple[str, dict[str, object]]]:
         )
         for n in range(5)
     ]
-    # In event-time order, as agencies report: the return-interview timer runs on each
-    # partition's watermark, and children share partitions by a keyed hash that differs per
-    # installation. The timer waits only out_of_order_hours (6) past a deadline, so with the story
-    # shuffled by days, pk_a's day-20 episode could pass that point before pk_c's return and
-    # interview arrive, and raise an overdue alert the rules (per child) never would.
-    return sorted(story, key=lambda item: str(item[1]["occurred_at"]))
+    # pk_d: interviewed within 72 hours (an hour before the deadline), but the interview reaches
+    # the hub five and a half hours late, behind reports of thirty other children from four hours past the
+    # deadline. One of those shares pk_d's partition (and so its watermark) unless all thirty
+    # miss it, (5/6)^30 = 0.4%. The timer waits out_of_order_hours (6) past a deadline, so this
+    # disorder must raise no overdue alert: the rules, per child and in order, raise none.
+    deadline = T0 + 14 * DAY + 72 * HOUR
+    story += [
+        (m, missing("pk_d", "d1", "reported_missing", T0 + 13 * DAY)),
+        (m, missing("pk_d", "d1", "found_or_returned", T0 + 14 * DAY)),
+        (m, missing("pk_d", "d1", "return_interview", deadline - HOUR)),
+    ]
+    story += [(m, missing(f"pk_by{n}", f"by{n}", "reported_missing", deadline + 4 * HOUR)) for n in range(30)]
+    late = {story[-31][1]["event_id"]}
+    return sorted(story, key=lambda item: _arrives(item[1], late))
+
+
+def _arrives(event: dict[str, object], late: set[object]) -> datetime:
+    """When an event reaches the hub: when it occurred, or 5.5 hours after for those ``late``."""
+    at = datetime.fromisoformat(str(event["occurred_at"]))
+    return at + 5.5 * HOUR if event["event_id"] in late else at
 
 
 def publish(settings: Settings, events: list[tuple[str, dict[str, object]]]) -> None:
@@ -102,27 +117,30 @@ def test_worker_raises_exactly_the_alerts_the_rules_define(ns: Namespace) -> Non
         }
     )
     assert any(a["rule"] == "hotspot" for a in alerts)
-    assert not any(a["subject"] == "pk_c" for a in alerts)
+    assert not any(a["subject"] in ("pk_c", "pk_d") for a in alerts)
     # Police get the same alerts on their own topic.
     police = {r["alert_id"] for _, r in decoded(ns.settings, ns.topic(topics.POLICE_ALERTS))}
     assert police == set(ids)
 
 
 def test_silent_sources_do_not_stop_hotspot_state_from_moving_on(ns: Namespace) -> None:
-    """Only missing episodes are published: no intelligence partition ever has an event. The
-    worker reports those sources idle, so hotspot cells still get a watermark: a located event
-    far older than the rest is refused as late instead of being held for ever."""
+    """Missing episodes over 100 days, and one intelligence report on the first day: most
+    intelligence partitions never have an event, and one has one and falls silent. The worker
+    reports all of those sources idle (the silent one once it has been silent for 30 s with
+    nothing left to read), so hotspot cells get a watermark from the missing episodes alone: a
+    located event far older than the rest is refused as late instead of being held for ever."""
     children = [f"pk_s{n}" for n in range(24)]  # spread over every missing-episode partition
     story = [
         ("MissingEpisodeEvent", missing(child, f"{child}-{day}", "reported_missing", T0 + day * DAY,
                                         last_seen=located(*HOTEL)))
         for day in range(0, 100, 5) for child in children
     ]
+    story.insert(0, ("IntelligenceReport", intelligence("quiet", T0, children=["pk_s0"])))
     publish(ns.settings, story)
     ns.start_worker()
     group = f"{ns.prefix}hubstream-worker"
     wait_for_worker(ns, group)
-    time.sleep(12)  # marks: idle after 5 s, sent every 5 s
+    time.sleep(42)  # marks: every 5 s; idle after 5 s with no event, or 30 s silent
     latest = ("MissingEpisodeEvent", missing("pk_new", "n1", "reported_missing", T0 + 101 * DAY,
                                               last_seen=located(*HOTEL)))
     late = ("MissingEpisodeEvent", missing("pk_late", "l1", "reported_missing", T0 + 10 * DAY,
