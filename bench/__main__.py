@@ -1,8 +1,9 @@
 """Benchmarks of the hubstream pipeline on the local stack: throughput, ceiling, peer, latency, memory.
 
-    python -m bench                 # every measurement, 1,000,000 events (about 30 minutes today)
+    python -m bench                 # every measurement, 1,000,000 events (about 17 minutes today)
     python -m bench --quick         # a 50,000-event smoke run of every measurement
     python -m bench --only latency  # one measurement (repeat --only for several)
+    python -m bench --only e2e --workers 2  # the replay with two worker processes
 
 Prints a table and writes bench/results/<timestamp>.json. Each measurement runs in its own
 namespace (topics ``bench-<name>-<run>.``, database ``bench_<run>``) and removes it afterwards.
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         help="distinct children for the memory run (default: 1,000,000, quick: 50,000)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes in the end-to-end replay, one consumer group (default: %(default)s)",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         latency_seconds=args.latency_seconds or (15 if args.quick else 60),
         memory_children=args.memory_children or (50_000 if args.quick else 1_000_000),
         profile_seconds=args.profile,
+        workers=args.workers,
         stage_cap_s=args.max_stage_seconds or (300.0 if args.quick else 1200.0),
     )
     chosen = list(dict.fromkeys(args.only)) if args.only else list(MEASUREMENTS)  # in the order asked

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,11 +193,15 @@ class KafkaProbe:
         info = self.admin.describe_groups([group]).get(group, {})
         return str(info.get("group_state", "")), len(info.get("members") or [])
 
-    def wait_stable(self, groups: Sequence[str], *, timeout_s: float = 120.0) -> None:
+    def wait_stable(
+        self, groups: Sequence[str], *, timeout_s: float = 120.0, members: Mapping[str, int] | None = None
+    ) -> None:
+        """Until every group is Stable with a member (or as many as ``members`` says)."""
         deadline = time.monotonic() + timeout_s
+        wanted = members or {}
         while True:
             states = {g: self.group_state(g) for g in groups}
-            if all(s == "Stable" and n > 0 for s, n in states.values()):
+            if all(s == "Stable" and n >= wanted.get(g, 1) for g, (s, n) in states.items()):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"consumer groups not stable after {timeout_s}s: {states}")
@@ -469,6 +473,7 @@ class Context:
     memory_children: int
     profile_seconds: int  # 0 = no profile
     stage_cap_s: float  # a stage still running after this long is stopped and its progress reported
+    workers: int = 1  # worker processes in the end-to-end replay
 
 
 

@@ -70,10 +70,18 @@ def run(ctx: Context) -> dict[str, Any]:
         settings = ns.settings
         probe = KafkaProbe(settings)
         try:
-            worker = ns.start_worker(free_port())
+            workers = [
+                ns.start_worker(free_port(), log_name=f"worker-{n}" if n else "worker")
+                for n in range(ctx.workers)
+            ]
+            worker = workers[0]
             ns.start_sink("hub", free_port())
             ns.start_sink("health", free_port())
-            probe.wait_stable([ns.worker_group, ns.sink_group("hub"), ns.sink_group("health")], timeout_s=180)
+            probe.wait_stable(
+                [ns.worker_group, ns.sink_group("hub"), ns.sink_group("health")],
+                timeout_s=180,
+                members={ns.worker_group: ctx.workers},
+            )
             time.sleep(SETTLE_S)
             watch = LagWatch(
                 settings,
@@ -86,7 +94,7 @@ def run(ctx: Context) -> dict[str, Any]:
             spy = None
             if ctx.profile_seconds:
                 spy = profile.start(worker.pid, ctx.profile_seconds, ctx.log_dir / "e2e-worker.pyspy.txt")
-            cpu0 = proc_cpu_seconds(worker.pid) or 0.0
+            cpu0 = [proc_cpu_seconds(w.pid) or 0.0 for w in workers]
             t0 = time.time()
             lines = bar(lines_of(path), total=n, desc="publish", unit=" events", position=0)
             published = publish_lines(settings, "mixed", lines, progress=False)
@@ -105,8 +113,10 @@ def run(ctx: Context) -> dict[str, Any]:
                 t_worker = None
             watch.stop()
             t_stop = t_worker or time.time()
-            out["worker_cpu_utilisation"] = rate((proc_cpu_seconds(worker.pid) or 0.0) - cpu0, t_stop - t0)
-            out["worker_memory_kib"] = proc_memory_kib(worker.pid)
+            used = [(proc_cpu_seconds(w.pid) or 0.0) - c for w, c in zip(workers, cpu0, strict=True)]
+            out["workers"] = ctx.workers
+            out["worker_cpu_utilisation"] = rate(sum(used), t_stop - t0)  # in cores, over all workers
+            out["worker_memory_kib"] = proc_memory_kib(worker.pid)  # the first worker's
             out["worker_behind_at_publish_end"] = watch.behind_at(t_pub)
             if spy is not None:
                 spy.wait(timeout=ctx.profile_seconds + 60)

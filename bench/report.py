@@ -45,7 +45,8 @@ def _e2e(m: dict[str, Any]) -> list[Row]:
         ("1   publish phase, events/s", _num(m["publish_events_per_s"]), "", ""),
         (
             "1   worker phase, events/s",
-            f"{_num(m['worker_events_per_s'])}  (CPU {_num(m.get('worker_cpu_utilisation'), '.0%')}, "
+            f"{_num(m['worker_events_per_s'])}  ({m.get('workers', 1)} worker(s), CPU "
+            f"{_num(m.get('worker_cpu_utilisation'), '.0%')} of a core, "
             f"behind at publish end: {_num(m.get('worker_behind_at_publish_end'))})",
             "",
             "",
