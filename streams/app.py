@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import msgspec
@@ -149,6 +149,12 @@ def dead_letter(record: Record, batch: Batch, reason: str, field: str | None, st
     )
 
 
+@cache
+def _alert_metrics(rule: str, area: str) -> tuple[Any, Any]:
+    # .labels() takes a lock and builds a key on every call; a few rules and areas, so keep them.
+    return ALERTS_RAISED.labels(rule=rule, area=area), EVENT_TO_ALERT_SECONDS.labels(rule=rule)
+
+
 def send_alerts(alerts: list[rules.Alert], batch: Batch, trigger: Record) -> None:
     """Each alert to the hub's alert topic and the police alert topic, keyed by a pseudonym."""
     if not alerts:
@@ -160,8 +166,9 @@ def send_alerts(alerts: list[rules.Alert], batch: Batch, trigger: Record) -> Non
         key = pseudonym(alert.subject).encode()  # the subject is in the value, for the hub
         batch.send(catalogue.ALERTS.name, key, data)
         batch.send(catalogue.POLICE_ALERTS.name, key, data)
-        ALERTS_RAISED.labels(rule=alert.rule, area=alert.area).inc()
-        EVENT_TO_ALERT_SECONDS.labels(rule=alert.rule).observe(waited)
+        raised, waiting = _alert_metrics(alert.rule, alert.area)
+        raised.inc()
+        waiting.observe(waited)
         log.debug("alert %s %s evidence=%d", alert.rule, alert.alert_id, len(alert.evidence))
 
 

@@ -100,6 +100,10 @@ def advance(
     """Move the watermark on and prune; this rule never fires on time alone."""
     mark = advance_watermark(state.watermark, watermark)
     horizon = mark - timedelta(days=settings.days + settings.allowed_lateness_days)
+    if not state.reports or state.reports[0].occurred_at >= horizon:  # reports are in time order
+        # Nothing to prune (the usual case, on every event of a child): fired episodes all still
+        # have their reports.
+        return (state, []) if mark == state.watermark else (evolve(state, watermark=mark), [])
     reports = tuple(r for r in state.reports if r.occurred_at >= horizon)
     held = {r.episode_id for r in reports}
     fired = tuple(f for f in state.fired if f[0] in held)
@@ -114,8 +118,9 @@ def _fire(
     fired_ids = {alert for _, alert in state.fired}
     marks: list[tuple[str, str]] = []
     alerts: list[Alert] = []
+    pairs = identity(settings)
     for report in state.reports:  # time order, so each episode's earliest qualifying report
-        this_id = _episode_alert_id(state.child_id, report.episode_id, identity(settings))
+        this_id = _episode_alert_id(state.child_id, report.episode_id, pairs)
         if this_id in fired_ids:
             continue
         window = _window(state, report, settings)
