@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import Context
+from bench.common import Context, Namespace, environment, leftover_namespaces
 from bench.report import table
 from hubstream.settings import PROJECT_ROOT, load
 
@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=None, help="results file (default: bench/results/<timestamp>.json)"
     )
+    parser.add_argument(
+        "--remove-leftovers",
+        action="store_true",
+        help="first delete what killed bench runs left on the stack (topics, groups, ACLs, subjects, "
+        "databases); without it they are only reported",
+    )
     return parser
 
 
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         "logs": str(ctx.log_dir),
         "measurements": {},
     }
+    results["leftovers"] = _leftovers(ctx, remove=args.remove_leftovers)
     out = args.out or RESULTS / f"{stamp}.json"
     started = time.monotonic()
     for name in chosen:
@@ -165,6 +172,30 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results))
     print(f"\nresults: {out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out}")
     print(f"logs:    {ctx.log_dir}")
+
+
+def _leftovers(ctx: Context, *, remove: bool) -> list[str]:
+    """Namespaces that killed runs left behind (a run removes its own on leaving). They are not
+    idle ballast: once, 86 such topics made every latency run's hub consumer lose its session."""
+
+    found = leftover_namespaces(ctx.base, ctx.run)
+    if found and not remove:
+        print(
+            f"warning: {len(found)} namespaces left by killed runs are still on the stack "
+            f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}); they can slow the broker "
+            "and skew these figures: rerun with --remove-leftovers to delete them first",
+            file=sys.stderr,
+        )
+    if remove:
+        for prefix in found:
+            name, run = prefix.removeprefix("bench-").rstrip(".").rsplit("-", 1)
+            ns = Namespace(name, run, ctx.base, ctx.log_dir)
+            ns.databases.append(ns.database)
+            with environment(ns.env):
+                for problem in ns.cleanup():
+                    print(f"  cleanup of {prefix}: {problem}", file=sys.stderr)
+            print(f"removed the leftover namespace {prefix}", file=sys.stderr)
+    return found
 
 
 def _runner(name: str) -> Callable[[Context], dict[str, Any]]:

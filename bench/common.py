@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -434,6 +435,19 @@ class Namespace:
                 problems.append(f"database {database}: {exc}")
         shutil.rmtree(self.base.home / "bench-state" / self.prefix.rstrip("."), ignore_errors=True)
         return problems
+
+
+_NAMESPACE = re.compile(r"^(bench-[a-z0-9]+-\d{14}\.)")
+
+
+def leftover_namespaces(base: Settings, current_run: str) -> list[str]:
+    """Prefixes of bench namespaces on the broker other than ``current_run``'s (killed runs')."""
+    admin = kafka.admin(base)
+    try:
+        found = {m[1] for t in admin.list_topics() if (m := _NAMESPACE.match(t))}
+    finally:
+        admin.close()
+    return sorted(p for p in found if not p.endswith(f"-{current_run}."))
 
 
 @contextmanager
