@@ -28,7 +28,8 @@ import logging
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -69,13 +70,13 @@ class Parts:
     """How a table writes each value as several changelog messages, so that a change to one part
     of a large value rewrites that part only (a busy hotspot cell holds megabytes).
 
-    ``split`` names a value's parts; a part that has not changed must be the very same object as
-    last time, which is how the table knows to skip it. ``join`` rebuilds a value from its key and
-    its parts' encoded bytes. A part's message key is ``<key>/<part name>``.
+    ``split`` names a value's parts, each encoded with the table's ``encode``; a part that has not
+    changed must be the very same object as last time, which is how the table knows to skip it.
+    ``join`` rebuilds a value from its key and its parts' encoded bytes. A part's message key is
+    ``<key>/<part name>``.
     """
 
     split: Callable[[Any], Mapping[str, Any]]
-    encode: Callable[[Any], bytes]
     join: Callable[[str, Mapping[str, bytes]], Any]
 
 
@@ -109,8 +110,6 @@ class Table:
         self.changed: set[tuple[int, str]] = set()
         # With parts: per partition and key, the part objects the changelog holds now.
         self.written: dict[int, dict[str, Mapping[str, Any]]] = {}
-        # With parts: parts read back but not yet joined, while a partition is being restored.
-        self.reading: dict[int, dict[str, dict[str, bytes]]] = {}
 
     def get(self, partition: int, key: str) -> Any:
         return self.partitions[partition].get(key)
@@ -140,17 +139,16 @@ class Table:
             if self.parts is None:
                 messages.append((key.encode(), None if value is None else self.encode(value), partition))
             else:
-                messages += self._part_messages(partition, key, value)
+                messages += self._part_messages(self.parts, partition, key, value)
         self.changed.clear()
         return messages
 
-    def _part_messages(self, partition: int, key: str, value: Any) -> list[ChangelogMessage]:
-        assert self.parts is not None
+    def _part_messages(self, parts: Parts, partition: int, key: str, value: Any) -> list[ChangelogMessage]:
         written = self.written.setdefault(partition, {})
         before = written.pop(key, {})
-        now = {} if value is None else self.parts.split(value)
+        now = {} if value is None else parts.split(value)
         messages: list[ChangelogMessage] = [
-            (f"{key}/{name}".encode(), self.parts.encode(part), partition)
+            (f"{key}/{name}".encode(), self.encode(part), partition)
             for name, part in now.items()
             if before.get(name) is not part
         ]
@@ -159,22 +157,19 @@ class Table:
             written[key] = now
         return messages
 
-    def restorer(self, partition: int) -> Callable[[str, bytes | None], None]:
-        """Start reading ``partition`` back: give each changelog message, in order, to the
-        function returned; :meth:`restored` then holds the state."""
+    def restore(self, partition: int, messages: Iterable[tuple[str, bytes | None]]) -> int:
+        """Read ``partition`` back from its changelog's messages (key, value), in order; the
+        number of keys it holds."""
         state = self.partitions[partition] = {}
         if self.parts is None:
-
-            def read(key: str, value: bytes | None) -> None:
+            for key, value in messages:
                 if value is None:
                     state.pop(key, None)
                 else:
                     state[key] = self.decode(value)
-
-            return read
-        encoded: dict[str, dict[str, bytes]] = self.reading.setdefault(partition, {})
-
-        def read_part(message_key: str, value: bytes | None) -> None:
+            return len(state)
+        encoded: dict[str, dict[str, bytes]] = {}
+        for message_key, value in messages:
             key, slash, name = message_key.rpartition("/")
             if not slash:
                 raise ValueError(
@@ -185,20 +180,12 @@ class Table:
                 encoded.get(key, {}).pop(name, None)
             else:
                 encoded.setdefault(key, {})[name] = value
-
-        return read_part
-
-    def restored(self, partition: int) -> int:
-        """Finish reading ``partition`` back; the number of keys it holds."""
-        state = self.partitions[partition]
-        if self.parts is not None:
-            written = self.written[partition] = {}
-            for key, encoded in self.reading.pop(partition, {}).items():
-                if encoded:
-                    state[key] = value = self.parts.join(key, encoded)
-                    written[key] = self.parts.split(value)
+        written = self.written[partition] = {}
+        for key, held in encoded.items():
+            if held:
+                state[key] = value = self.parts.join(key, held)
+                written[key] = self.parts.split(value)
         return len(state)
-
 
 
 @dataclass
@@ -534,12 +521,20 @@ class Engine:
     def _restore(self, table: Table, partition: int) -> None:
         """Read the state of ``partition`` back from the table's changelog."""
         low, high = self._offsets_of(TopicPartition(table.changelog, partition))
-        read = table.restorer(partition)
         if high <= low:
-            table.restored(partition)
+            table.restore(partition, ())
             return
         started = time.monotonic()
-        self.restorer.assign([TopicPartition(table.changelog, partition, OFFSET_BEGINNING)])
+        # Closed at once, so that the restorer lets go of the partition even if reading fails.
+        with closing(self._read_back(table.changelog, partition, high)) as messages:
+            keys = table.restore(partition, messages)
+        log.info(
+            "restored %s[%d]: %d keys in %.1f s", table.changelog, partition, keys, time.monotonic() - started
+        )
+
+    def _read_back(self, changelog: str, partition: int, high: int) -> Generator[tuple[str, bytes | None]]:
+        """Every message of a changelog partition below offset ``high``, from the first: (key, value)."""
+        self.restorer.assign([TopicPartition(changelog, partition, OFFSET_BEGINNING)])
         try:
             done = False
             while not done:
@@ -551,15 +546,11 @@ class Engine:
                             done = True
                             continue
                         raise KafkaException(error)
-                    read(message.key().decode(), message.value())
+                    yield message.key().decode(), message.value()
                     if message.offset() >= high - 1:
                         done = True
         finally:
             self.restorer.unassign()
-        keys = table.restored(partition)
-        log.info(
-            "restored %s[%d]: %d keys in %.1f s", table.changelog, partition, keys, time.monotonic() - started
-        )
 
     def _empty(self, tp: TopicPartition) -> bool:
         low, high = self._offsets_of(tp)

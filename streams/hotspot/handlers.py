@@ -16,7 +16,7 @@ states = state_table(
     HOTSPOT_OBSERVATIONS,
     hotspot.HotspotState,
     "hotspot",
-    Parts(hotspot.parts, hotspot.encode_part, hotspot.from_parts),  # a busy cell changes a day at a time
+    Parts(hotspot.parts, hotspot.from_parts),  # a busy cell changes a day at a time
 )
 # Fed by every partition of the missing-episode and both intelligence topics.
 merged = MergedWatermark(HOTSPOT_SOURCES)

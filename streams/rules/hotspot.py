@@ -51,7 +51,7 @@ from typing import Any, Final
 
 import h3
 
-from streams.rules._json import decode, dumps, encode, loads
+from streams.rules._json import decode, encode, loads
 from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late, to_iso
 from streams.rules.alerts import Alert, new_alert
@@ -129,10 +129,6 @@ def from_parts(key: str, encoded: Mapping[str, bytes]) -> HotspotState:
         if name != HEAD:
             days[_number_of(key, name)] = loads(Day, data, f"{key}/{name}")
     return HotspotState(head.cell, days, head.fired, head.watermark)
-
-
-def encode_part(part: object) -> bytes:
-    return dumps(part)
 
 
 def _date_of(number: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from streams.engine import ChangelogMessage, Parts, Table
 from streams.rules import HotspotSettings, Location, hotspot
+from streams.rules._json import dumps, loads
 from tests.unit.rules.rules_factories import day, report
 
 SETTINGS = HotspotSettings()
@@ -18,11 +20,10 @@ CELL = hotspot.keys_for(HOTEL, SETTINGS)[0]
 
 
 def parted() -> Table:
-    table = Table("hotspot", "observations", hotspot.encode_part, hotspot.from_parts,
-                  Parts(hotspot.parts, hotspot.encode_part, hotspot.from_parts))
+    table = Table("hotspot", "observations", dumps, partial(loads, hotspot.HotspotState),
+                  Parts(hotspot.parts, hotspot.from_parts))
     table.changelog = "app-hotspot-changelog"
-    table.restorer(0)
-    table.restored(0)
+    table.restore(0, ())
     return table
 
 
@@ -37,10 +38,7 @@ def read_back(messages: list[ChangelogMessage], compact: bool) -> dict[str, obje
     if compact:
         messages = list({key: (key, value, p) for key, value, p in messages}.values())
     table = parted()
-    read = table.restorer(0)
-    for key, value, _ in messages:
-        read(key.decode(), value)
-    table.restored(0)
+    table.restore(0, [(key.decode(), value) for key, value, _ in messages])
     return table.partitions[0]
 
 
@@ -77,9 +75,8 @@ def test_parts_no_longer_held_are_deleted_from_the_changelog() -> None:
 
 
 def test_a_whole_value_where_parts_are_expected_is_refused_naming_the_key() -> None:
-    read = parted().restorer(1)
     with pytest.raises(ValueError, match=rf"app-hotspot-changelog\[1\]: key '{CELL}' is not <key>/<part>"):
-        read(CELL, b"{}")
+        parted().restore(1, [(CELL, b"{}")])
 
 
 @settings(max_examples=60, deadline=None)
@@ -109,14 +106,11 @@ def test_the_changelog_read_back_is_the_state_held(steps, compact) -> None:
 
 def test_a_table_without_parts_writes_one_message_per_key() -> None:
     table = Table("counts", "source", lambda v: str(v).encode(), lambda b: int(b))
-    table.restorer(0)
-    table.restored(0)
+    table.restore(0, ())
     table.set(0, "a", 1)
     table.set(0, "b", 2)
     table.set(0, "b", None)
     assert sorted(table.changelog_messages()) == [(b"a", b"1", 0), (b"b", None, 0)]
     again = Table("counts", "source", lambda v: str(v).encode(), lambda b: int(b))
-    read = again.restorer(0)
-    for key, value in ((b"a", b"1"), (b"b", b"2"), (b"b", None)):
-        read(key.decode(), value)
-    assert again.restored(0) == 1 and again.partitions[0] == {"a": 1}
+    assert again.restore(0, [("a", b"1"), ("b", b"2"), ("b", None)]) == 1
+    assert again.partitions[0] == {"a": 1}

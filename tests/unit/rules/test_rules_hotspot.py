@@ -16,6 +16,7 @@ from streams.rules import (
     identity,
 )
 from streams.rules import hotspot as rule
+from streams.rules._json import dumps
 from streams.rules.alerts import Alert, alert_id
 
 DEFAULT = HotspotSettings()
@@ -340,7 +341,7 @@ def test_state_round_trips_through_its_parts() -> None:
     state, _ = rule.advance(states[COARSE], day(4), DEFAULT)
     parts = rule.parts(state)
     assert sorted(parts) == ["2026-01-01", "2026-01-04", rule.HEAD]  # day(0) is 2026-01-01
-    encoded = {name: rule.encode_part(part) for name, part in parts.items()}
+    encoded = {name: dumps(part) for name, part in parts.items()}
     assert rule.from_parts(COARSE, encoded) == state
 
 
@@ -353,7 +354,7 @@ def test_an_event_changes_its_own_days_part_and_the_head_only() -> None:
 
 def test_unreadable_parts_are_refused_naming_the_part() -> None:
     states, _ = route(sightings(5))
-    encoded = {name: rule.encode_part(part) for name, part in rule.parts(states[COARSE]).items()}
+    encoded = {name: dumps(part) for name, part in rule.parts(states[COARSE]).items()}
     with pytest.raises(RuleInputError, match="no 'head' part"):
         rule.from_parts(COARSE, {k: v for k, v in encoded.items() if k != rule.HEAD})
     with pytest.raises(RuleInputError, match="part 'tuesday' is neither"):
