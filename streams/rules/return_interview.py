@@ -134,13 +134,18 @@ def advance(
 def next_due(state: ReturnInterviewState, settings: ReturnInterviewSettings) -> datetime | None:
     """The watermark at which :func:`advance` raises this child's next overdue alert, or None
     if no alert can fall due without more events (the worker keeps a timer queue on it)."""
-    delay = timedelta(hours=settings.out_of_order_hours)
-    pending = [
-        d + delay for e in state.episodes
-        if e.overdue_alert_id is None and (d := e.deadline(settings)) is not None
-        and not any(i.occurred_at <= d for i in e.interviews)
-    ]
-    return min(pending, default=None)
+    return min((at for e in state.episodes if (at := _overdue_at(e, settings)) is not None), default=None)
+
+
+def _overdue_at(record: EpisodeRecord, settings: ReturnInterviewSettings) -> datetime | None:
+    """The watermark at which this episode's overdue alert is raised; None if it has been, or
+    never will be (no return yet, or an interview by the deadline)."""
+    deadline = record.deadline(settings)
+    if record.overdue_alert_id is not None or deadline is None:
+        return None
+    if any(i.occurred_at <= deadline for i in record.interviews):
+        return None
+    return deadline + timedelta(hours=settings.out_of_order_hours)
 
 
 def _record(record: EpisodeRecord, event: ChildReturned | ReturnInterview) -> EpisodeRecord:
@@ -168,12 +173,12 @@ def _check(
 ) -> tuple[EpisodeRecord, list[Alert]]:
     alerts: list[Alert] = []
     deadline = record.deadline(settings)
-    if record.overdue_alert_id is None and deadline is not None and watermark is not None:
-        on_time = any(i.occurred_at <= deadline for i in record.interviews)
-        if watermark >= deadline + timedelta(hours=settings.out_of_order_hours) and not on_time:
-            overdue = _overdue_alert(child_id, record, deadline, settings)
-            record = evolve(record, overdue_alert_id=overdue.alert_id)
-            alerts.append(overdue)
+    due = _overdue_at(record, settings)
+    if due is not None and watermark is not None and watermark >= due:
+        assert deadline is not None  # a due time implies a return
+        overdue = _overdue_alert(child_id, record, deadline, settings)
+        record = evolve(record, overdue_alert_id=overdue.alert_id)
+        alerts.append(overdue)
     if record.overdue_alert_id is not None and not record.resolved and record.interviews:
         assert deadline is not None  # an overdue alert implies a return
         alerts.append(_resolved_alert(child_id, record, deadline, settings))
