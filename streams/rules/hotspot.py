@@ -327,9 +327,9 @@ def _enough(inside: Sequence[Observation], settings: HotspotSettings) -> bool:
 
 
 def _at_least(wanted: int, values: Iterable[str]) -> bool:
-    seen: set[str] = set()
-    if len(seen) >= wanted:
+    if wanted <= 0:
         return True
+    seen: set[str] = set()
     for value in values:
         seen.add(value)
         if len(seen) >= wanted:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from streams import app
+from streams.engine import Table
 from streams.worker import choose_rules, running
 
 
@@ -23,12 +24,18 @@ def test_every_rule_by_default_reads_every_input_and_keeps_every_table() -> None
     assert tables == app.TABLES
 
 
+def only(monkeypatch: pytest.MonkeyPatch, rule: str) -> tuple[dict[str, object], list[Table]]:
+    """What a worker of its own group running ``rule`` alone reads and keeps."""
+    monkeypatch.setenv("HUBSTREAM_WORKER_ID", "hubstream-worker-replay")
+    choose_rules([rule])
+    handlers, tables = running()
+    return dict(handlers), tables
+
+
 def test_repeat_missing_alone_reads_the_missing_topic_and_keeps_its_own_state(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HUBSTREAM_WORKER_ID", "hubstream-worker-replay")
-    choose_rules(["repeat_missing"])
-    handlers, tables = running()
+    handlers, tables = only(monkeypatch, "repeat_missing")
     assert set(handlers) == {app.MISSING}
     assert sorted(t.name for t in tables) == ["repeat-missing", "watermarks-hubstream.missing-episodes"]
 
@@ -36,9 +43,7 @@ def test_repeat_missing_alone_reads_the_missing_topic_and_keeps_its_own_state(
 def test_hotspot_alone_reads_its_sources_and_re_keyed_topic_but_not_associations(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HUBSTREAM_WORKER_ID", "hubstream-worker-replay")
-    choose_rules(["hotspot"])
-    handlers, tables = running()
+    handlers, tables = only(monkeypatch, "hotspot")
     assert set(handlers) == {app.MISSING, *app.INTELLIGENCE, app.HOTSPOT_OBSERVATIONS}
     assert "hotspot" in {t.name for t in tables}
     assert not {"repeat-missing", "return-interview", "association", "health-flag"} & {t.name for t in tables}
