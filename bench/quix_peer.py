@@ -6,9 +6,10 @@ dependency) and the project on PYTHONPATH::
     .local/bench-venv/bin/python -m bench.quix_peer --topic T --group G --expected N --result out.json
 
 Kept honest: the same input topic and bytes as our worker, decoded with our ``Serde`` (the same
-Confluent-framed Avro, schemas from the same registry) and validated with ``schemas.validate``
-as our worker does; state per child in quixstreams' State API (RocksDB, with its changelog
-topic, as our worker's tables have theirs); alerts produced to a topic. The rule has our
+Confluent-framed Avro, schemas from the same registry) and checked against the domain rules
+(``schemas.domain.CHECKS``) as our worker does; state per child in quixstreams' State API
+(RocksDB, with its changelog topic, as our worker's tables have theirs); alerts produced to a
+topic. The rule has our
 semantics: on ``occurred_at``, a report qualifies when the distinct episodes with a report in
 [t - 90 days, t] number at least 3; each episode fires once; a duplicate event id is ignored;
 reports older than the child's latest minus 30 days' lateness are refused, and state older than
@@ -36,6 +37,7 @@ import schemas
 from hubstream import kafka
 from hubstream.serde import Serde
 from hubstream.settings import Settings
+from schemas.domain import CHECKS
 
 DAY_MS = 86_400_000
 
@@ -53,7 +55,7 @@ class RepeatMissing:
 
     def step(self, value: bytes, state: State) -> list[dict[str, Any]]:
         name, record = self.serde.decode(value)
-        record = schemas.validate(name, record)
+        CHECKS[name](record)  # as our worker does: decoding has checked the structure
         if record["kind"] != "reported_missing":
             return []
         at = int(record["occurred_at"].timestamp() * 1000)

@@ -22,6 +22,7 @@ from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENT_TO_ALERT_SECOND
 from hubstream.protect import pseudonym
 from hubstream.serde import serde_for
 from hubstream.settings import load
+from schemas.domain import CHECKS
 from streams import rules, translate
 from streams.config import load_rule_config
 from streams.engine import Batch, Parts, Record, Table
@@ -121,7 +122,9 @@ def decode(record: Record, batch: Batch, expected: str) -> dict[str, Any] | None
         name, value = serde.decode(record.value)
         if name != expected:
             raise schemas.SchemaViolation("", name, f"topic {record.topic} carries {expected} only")
-        value = schemas.validate(name, value)
+        # Decoding against our schema has already checked the structure (types, enums, required
+        # fields, defaults, UTC timestamps): what is left are the domain rules, as the sinks do.
+        CHECKS[name](value)
     except (schemas.DecodeError, schemas.SchemaViolation) as exc:
         field = exc.field if isinstance(exc, schemas.SchemaViolation) else None
         dead_letter(record, batch, str(exc), field, "decode")
