@@ -52,8 +52,7 @@ def _queue(partition: int) -> list[tuple[str, str]]:
     return held[1]
 
 
-def _track(partition: int, child: str, area: str, due_at: datetime | None) -> None:
-    key = pseudonym(child)
+def _track(partition: int, key: str, child: str, area: str, due_at: datetime | None) -> None:
     held = due.get(partition, key)
     if due_at is None:
         if held is not None:
@@ -77,7 +76,7 @@ def _interview_step(
         state, alerts = return_interview.apply(state, event, settings)
     state, more = return_interview.advance(state, watermark, settings)
     interview_states.set(partition, key, state)
-    _track(partition, child, area, return_interview.next_due(state, settings))
+    _track(partition, key, child, area, return_interview.next_due(state, settings))
     return alerts + more
 
 

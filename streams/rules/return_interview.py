@@ -28,8 +28,10 @@ State is per child (``initial(child_id)``), one record per missing episode. Sema
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
@@ -64,7 +66,7 @@ class EpisodeRecord:
     def deadline(self, settings: ReturnInterviewSettings) -> datetime | None:
         if not self.returns:
             return None
-        return self.returns[0].occurred_at + timedelta(hours=settings.hours)
+        return self.returns[0].occurred_at + _hours(settings.hours)
 
     def holds(self, event_id: str) -> bool:
         return any(s.event_id == event_id for s in (*self.returns, *self.interviews))
@@ -123,11 +125,14 @@ def advance(
     horizon = mark - timedelta(days=settings.allowed_lateness_days)
     kept: list[EpisodeRecord] = []
     alerts: list[Alert] = []
-    for record in state.episodes:
-        record, raised = _check(state.child_id, record, mark, settings)
+    for held in state.episodes:
+        record, raised = _check(state.child_id, held, mark, settings)
         alerts.extend(raised)
         if not _prunable(record, horizon, settings):
             kept.append(record)
+    if len(kept) == len(state.episodes) and all(map(operator.is_, kept, state.episodes)):
+        # The usual case, run for every event of the partition: nothing due, nothing to prune.
+        return (state if mark == state.watermark else evolve(state, watermark=mark)), alerts
     return evolve(state, episodes=tuple(kept), watermark=mark), alerts
 
 
@@ -145,7 +150,12 @@ def _overdue_at(record: EpisodeRecord, settings: ReturnInterviewSettings) -> dat
         return None
     if any(i.occurred_at <= deadline for i in record.interviews):
         return None
-    return deadline + timedelta(hours=settings.out_of_order_hours)
+    return deadline + _hours(settings.out_of_order_hours)
+
+
+@cache
+def _hours(hours: int) -> timedelta:
+    return timedelta(hours=hours)
 
 
 def _record(record: EpisodeRecord, event: ChildReturned | ReturnInterview) -> EpisodeRecord:
@@ -171,6 +181,8 @@ def _check(
     watermark: datetime | None,
     settings: ReturnInterviewSettings,
 ) -> tuple[EpisodeRecord, list[Alert]]:
+    if record.resolved:  # raised and resolved: nothing more to raise
+        return record, []
     alerts: list[Alert] = []
     deadline = record.deadline(settings)
     due = _overdue_at(record, settings)
