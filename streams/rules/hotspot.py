@@ -230,6 +230,8 @@ def advance(
     # never be evaluated again.
     earliest_open = horizon - timedelta(days=settings.days)
     fired = tuple(f for f in state.fired if _started_at_or_after(f[0], earliest_open))
+    if len(fired) == len(state.fired):
+        fired = state.fired
     return evolve(state, days=days, fired=fired, watermark=mark), []
 
 
@@ -267,7 +269,6 @@ def _fire(
     # Only anchors whose window [t - days, t] contains the new event can change, and only
     # those in a period that has not fired; in a busy cell that is usually none.
     window = timedelta(days=settings.days)
-    fired = {period for period, _ in state.fired}
     marks: list[tuple[str, str]] = []
     alerts: list[Alert] = []
     # The anchors in [t, t + days] fall in at most two periods (a period is ``days`` long).
@@ -275,7 +276,7 @@ def _fire(
     while start <= trigger_at + window:
         end = start + window
         period = to_iso(start)
-        if period not in fired:
+        if not _has_fired(state.fired, period):
             first = max(start, trigger_at)
             last = min(end, trigger_at + window)
             anchors = _between(state.days, first, last)
@@ -288,7 +289,6 @@ def _fire(
             for at, event_id in sorted({(o.occurred_at, o.event_id) for o in anchors if o.occurred_at < end}):
                 alert = _evaluate(state, event_id, at, period, settings)
                 if alert is not None:
-                    fired.add(period)
                     marks.append((period, alert.alert_id))
                     alerts.append(alert)
                     break
@@ -372,12 +372,24 @@ def _at(o: Observation) -> datetime:
     return o.occurred_at
 
 
+def _has_fired(fired: tuple[tuple[str, str], ...], period: str) -> bool:
+    at = bisect_left(fired, (period,))  # fired is sorted
+    return at < len(fired) and fired[at][0] == period
+
+
 def _started_at_or_after(period: str, cutoff: datetime) -> bool:
+    start = _period_start_of(period)
+    return start is not None and start >= cutoff
+
+
+# Asked of every fired period at every event of the cell; a cell fires in a few periods only.
+@lru_cache(maxsize=4096)
+def _period_start_of(period: str) -> datetime | None:
     try:
         start = datetime.fromisoformat(period)
     except ValueError:  # state kept by the per-anchor rule, keyed by event id: nothing to keep
-        return False
-    return start.tzinfo is not None and start >= cutoff
+        return None
+    return start if start.tzinfo is not None else None
 
 
 def _fine(o: Observation, settings: HotspotSettings) -> str:
