@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
 from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
-from streams.rules.alerts import Alert, alert_id, new_alert
+from streams.rules.alerts import Alert, SettingPairs, alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import IntelligenceReport, RuleEvent
 from streams.rules.settings import AssociationSettings, identity
@@ -96,6 +97,9 @@ def advance(
     """Move the watermark on and prune; associations never fire on time alone."""
     mark = advance_watermark(state.watermark, watermark)
     horizon = mark - timedelta(days=settings.days + settings.allowed_lateness_days)
+    if not state.links or state.links[0].occurred_at >= horizon:  # links are in time order
+        # Nothing to prune: fired reports all still have their links.
+        return (state, []) if mark == state.watermark else (evolve(state, watermark=mark), [])
     links = tuple(x for x in state.links if x.occurred_at >= horizon)
     held = {x.event_id for x in links}
     fired = tuple(f for f in state.fired if f[0] in held)
@@ -109,8 +113,9 @@ def _fire(
     fired_ids = {a for _, a in state.fired}
     marks: list[tuple[str, str]] = []
     alerts: list[Alert] = []
+    pairs = identity(settings)
     for link in state.links:
-        this_id = alert_id(RULE, state.entity, [link.event_id], identity(settings))
+        this_id = _link_alert_id(state.entity, link.event_id, pairs)
         if this_id in fired_ids:
             continue
         start = link.occurred_at - timedelta(days=settings.days)
@@ -120,6 +125,12 @@ def _fire(
             marks.append((link.event_id, this_id))
             alerts.append(_alert(state.entity, link, window, settings))
     return evolve(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
+
+
+# Every report naming an entity re-checks its unfired links, each by its alert id: recent ids are kept.
+@lru_cache(maxsize=65_536)
+def _link_alert_id(entity: str, event_id: str, settings: SettingPairs) -> str:
+    return alert_id(RULE, entity, [event_id], settings)
 
 
 def _alert(entity: str, anchor: Link, window: list[Link], settings: AssociationSettings) -> Alert:

@@ -224,6 +224,8 @@ def advance(
 ) -> tuple[HotspotState, list[Alert]]:
     """Move the watermark on and prune; hotspots never fire on time alone."""
     mark = advance_watermark(state.watermark, watermark)
+    if mark == state.watermark:  # often: the merged watermark waits for its slowest source
+        return state, []
     horizon = mark - timedelta(days=settings.days + settings.allowed_lateness_days)
     days = _pruned(state.days, horizon)
     # No event that old is accepted any more, so a period that ended before the horizon can
