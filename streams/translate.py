@@ -6,6 +6,7 @@ never see rule internals beyond the fold API.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import msgspec
 
 from streams import rules
-from streams.rules import _json
+from streams.rules import _json, hotspot
 from streams.rules._time import UtcDatetime
 from streams.rules.events import ENTITY_KINDS, EntityKind, normalise_phone, normalise_vrm
 
@@ -107,12 +108,42 @@ def event_to_bytes(event: rules.RuleEvent, source: str, source_watermark: dateti
 
 def event_from_bytes(data: bytes) -> tuple[rules.RuleEvent, str, datetime]:
     raw = _json.loads(_Rekeyed, data, "re-keyed event")
+    return _event_of(raw), raw.source, raw.watermark
+
+
+def _event_of(raw: _Rekeyed) -> rules.RuleEvent:
     kind = _EVENT_TYPES.get(raw.type)
     if kind is None:
         known = sorted(_EVENT_TYPES)
         raise rules.RuleInputError(f"re-keyed event.type must be one of {known}, got {raw.type!r}")
     decoded: rules.RuleEvent = _json.loads(kind, raw.event, raw.type)
-    return decoded, raw.source, raw.watermark
+    return decoded
+
+
+# What goes to a hotspot cell is the event's observations: smaller, and read back without
+# rebuilding (and re-checking) the whole event at every cell it is sent to.
+_OBSERVATIONS = "Observations"
+
+
+def observations_to_bytes(
+    observations: Sequence[hotspot.Observation], source: str, source_watermark: datetime
+) -> bytes:
+    """An event's observations re-keyed to a hotspot cell, with its source partition's watermark."""
+    payload = {"type": _OBSERVATIONS, "event": observations, "source": source, "watermark": source_watermark}
+    return _json.dumps(payload)
+
+
+def observations_from_bytes(data: bytes) -> tuple[tuple[hotspot.Observation, ...], str, datetime]:
+    """What :func:`observations_to_bytes` wrote; a whole event (as workers before observations were
+    sent wrote them) gives its observations, so a topic written by both reads the same."""
+    raw = _json.loads(_Rekeyed, data, "re-keyed observations")
+    if raw.type == _OBSERVATIONS:
+        observations = _json.loads(tuple[hotspot.Observation, ...], raw.event, _OBSERVATIONS)
+    else:
+        observations = tuple(hotspot.observations_of(_event_of(raw)))
+    if not observations:
+        raise rules.RuleInputError(f"re-keyed {raw.type}: no located observation for a hotspot cell")
+    return observations, raw.source, raw.watermark
 
 
 def alert_record(alert: rules.Alert, published_at: datetime) -> dict[str, Any]:

@@ -26,9 +26,10 @@ def forward_to_hotspots(event: rules.RuleEvent, source: Record, watermark: datet
     area = getattr(event, "area", None)
     if area is None or "hotspot" not in enabled:
         return
-    keys = hotspot.keys_for_event(event, rule_config.hotspot.for_area(area))
+    observations = hotspot.observations_of(event)
+    keys = hotspot.keys_for_observations(observations, rule_config.hotspot.for_area(area))
     if keys:
-        data = translate.event_to_bytes(event, source.source, watermark)
+        data = translate.observations_to_bytes(observations, source.source, watermark)
         for key in keys:
             batch.send(HOTSPOT_OBSERVATIONS, key.encode(), data, source.timestamp_ms)
 
@@ -37,15 +38,11 @@ def hotspots(record: Record, batch: Batch) -> None:
     if take_mark(record, batch, merged):
         return
     try:
-        rule_event, source, source_mark = translate.event_from_bytes(record.value)
+        observations, source, source_mark = translate.observations_from_bytes(record.value)
         cell = (record.key or b"").decode()
-        if isinstance(rule_event, rules.ReturnInterview):  # has no place, so is never forwarded here
-            raise rules.MisroutedEventError(
-                f"return interview {rule_event.event_id!r} on hotspot cell {cell}"
-            )
-        settings = rule_config.hotspot.for_area(rule_event.area)
+        settings = rule_config.hotspot.for_area(observations[0].area)
         state = states.get(record.partition, cell) or hotspot.initial(cell)
-        state, alerts = hotspot.apply(state, rule_event, settings)
+        state, alerts = hotspot.add(state, observations, settings)
         watermark = merged.observe(record.source, source, source_mark)
         if watermark is not None:
             state, _ = hotspot.advance(state, watermark, settings)

@@ -47,9 +47,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import chain
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import h3
+import msgspec
 
 from streams.rules._json import decode, encode, loads
 from streams.rules._state import evolve
@@ -70,8 +71,8 @@ HEAD: Final = "head"  # the part of a state that is not observations (see :func:
 class Observation:
     event_id: str
     occurred_at: UtcDatetime
-    lat: float
-    lon: float
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]  # checked when read back from JSON
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
     area: str
     agency: str
     children: tuple[str, ...]
@@ -188,8 +189,12 @@ def _keys(lat: float, lon: float, settings: HotspotSettings) -> tuple[str, ...]:
 
 def keys_for_event(event: RuleEvent, settings: HotspotSettings) -> list[str]:
     """Every state key an event must be sent to (empty if it has no location)."""
+    return keys_for_observations(observations_of(event), settings)
+
+
+def keys_for_observations(observations: Iterable[Observation], settings: HotspotSettings) -> list[str]:
     keys: set[str] = set()
-    for o in observations_of(event):
+    for o in observations:
         keys.update(_keys(o.lat, o.lon, settings))
     return sorted(keys)
 
@@ -198,25 +203,34 @@ def apply(
     state: HotspotState, event: RuleEvent, settings: HotspotSettings
 ) -> tuple[HotspotState, list[Alert]]:
     """Fold in an event's observations that concern this coarse cell."""
-    observations = observations_of(event)
+    return add(state, observations_of(event), settings)
+
+
+def add(
+    state: HotspotState, observations: Sequence[Observation], settings: HotspotSettings
+) -> tuple[HotspotState, list[Alert]]:
+    """Fold in the observations of one event (:func:`observations_of`) that concern this cell;
+    what the worker sends to a cell is an event's observations, not the event."""
     if not observations:
         return state, []
+    first = observations[0]
+    event_id, at = first.event_id, first.occurred_at
+    if any(o.event_id != event_id or o.occurred_at != at for o in observations):
+        raise RuleInputError(f"observations of one event must share its id and time, got {observations!r}")
     mine = [o for o in observations if state.cell in _keys(o.lat, o.lon, settings)]
     if not mine:
-        raise MisroutedEventError(
-            f"{type(event).__name__} {event.event_id!r} has no location near cell {state.cell!r}"
-        )
-    number = _day(event.occurred_at)  # an event's observations share its time, so its day
+        raise MisroutedEventError(f"event {event_id!r} has no location near cell {state.cell!r}")
+    number = _day(at)
     today = state.days.get(number, ())
-    if _holds(today, event):
+    if _holds(today, event_id, at):
         return state, []
-    check_not_late(event.event_id, event.occurred_at, state.watermark, settings.allowed_lateness_days)
+    check_not_late(event_id, at, state.watermark, settings.allowed_lateness_days)
     held = list(today)
     for o in mine:  # held is sorted; inserting keeps it so
         insort_right(held, o, key=_order)
     days = dict(state.days)
     days[number] = tuple(held)
-    return _fire(evolve(state, days=days), event.occurred_at, settings)
+    return _fire(evolve(state, days=days), at, settings)
 
 
 def advance(
@@ -255,14 +269,15 @@ def _pruned(days: Mapping[int, Day], horizon: datetime) -> Mapping[int, Day]:
 def _between(days: Mapping[int, Day], first: datetime, last: datetime) -> list[Observation]:
     """The observations with ``first <= occurred_at <= last``, in order."""
     start, end = _day(first), _day(last)
-    pieces: list[Day] = []
+    found: list[Observation] = []
     for number in range(start, end + 1):
         held = days.get(number)
         if held:
             lo = bisect_left(held, first, key=_at) if number == start else 0
             hi = bisect_right(held, last, key=_at) if number == end else len(held)
-            pieces.append(held[lo:hi])
-    return list(chain.from_iterable(pieces))
+            if lo < hi:
+                found += held[lo:hi]
+    return found
 
 
 def _fire(
@@ -358,12 +373,12 @@ def _alert(
     )
 
 
-def _holds(held: Day, event: RuleEvent) -> bool:
-    """Whether ``event`` is already held in ``held``, its day: its observations carry its id and
-    its time, and ``held`` is sorted by time, so only the observations at that time need looking at."""
-    start = bisect_left(held, event.occurred_at, key=_at)
-    end = bisect_right(held, event.occurred_at, key=_at)
-    return any(o.event_id == event.event_id for o in held[start:end])
+def _holds(held: Day, event_id: str, at: datetime) -> bool:
+    """Whether event ``event_id`` at ``at`` is already held in ``held``, its day: ``held`` is
+    sorted by time, so only the observations at that time need looking at."""
+    start = bisect_left(held, at, key=_at)
+    end = bisect_right(held, at, key=_at)
+    return any(o.event_id == event_id for o in held[start:end])
 
 
 def _order(o: Observation) -> tuple[datetime, str, float, float]:

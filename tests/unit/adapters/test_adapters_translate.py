@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import schemas
 from streams import rules, translate
+from streams.rules import hotspot
 from streams.rules.alerts import RuleName, Severity, SubjectKind, new_alert
 from tests.support import events
 
@@ -219,6 +220,58 @@ _GOOD = (
 def test_an_unreadable_re_keyed_event_is_refused_naming_the_field(data: bytes, message: str) -> None:
     with pytest.raises(rules.RuleInputError, match=message):
         translate.event_from_bytes(data)
+
+
+@given(_rule_events, _ids, _times)
+def test_an_events_observations_round_trip_through_bytes_for_a_hotspot_cell(
+    event: rules.RuleEvent, source: str, watermark: datetime
+) -> None:
+    observations = tuple(hotspot.observations_of(event))
+    data = translate.observations_to_bytes(observations, source, watermark)
+    if not observations:
+        with pytest.raises(rules.RuleInputError, match="no located observation"):
+            translate.observations_from_bytes(data)
+        return
+    assert translate.observations_from_bytes(data) == (observations, source, watermark)
+
+
+@given(_rule_events, _ids, _times)
+def test_a_whole_event_sent_to_a_hotspot_cell_by_an_earlier_worker_reads_as_its_observations(
+    event: rules.RuleEvent, source: str, watermark: datetime
+) -> None:
+    data = translate.event_to_bytes(event, source, watermark)
+    observations = tuple(hotspot.observations_of(event))
+    if not observations:
+        with pytest.raises(rules.RuleInputError, match=f"re-keyed {type(event).__name__}: no located"):
+            translate.observations_from_bytes(data)
+        return
+    assert translate.observations_from_bytes(data) == (observations, source, watermark)
+
+
+_OBSERVED = (
+    b'{"type":"Observations","event":[{"event_id":"r1","occurred_at":"2024-03-01T21:30:00Z",'
+    b'"lat":52.77,"lon":-1.2,"area":"Leicestershire","agency":"Leicestershire Police",'
+    b'"children":["pk_c"],"conditions":null}],"source":"s:0","watermark":"2024-03-01T21:30:00Z"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_OBSERVED.replace(b'"lat":52.77', b'"lat":152.77'),
+         r"Observations\[0\]\.lat: Expected `float` <= 90"),
+        (_OBSERVED.replace(b'"lon":-1.2', b'"lon":-181.2'),
+         r"Observations\[0\]\.lon: Expected `float` >= -180"),
+        (_OBSERVED.replace(b'"children":["pk_c"]', b'"children":"pk_c"'), r"Observations\[0\]\.children"),
+        (_OBSERVED.replace(b'"Observations"', b'"Postcard"'), r"re-keyed event\.type must be one of"),
+        (b'{"type":"Observations","event":[],"source":"s:0","watermark":"2024-03-01T21:30:00Z"}',
+         r"re-keyed Observations: no located observation"),
+    ],
+)
+def test_unreadable_re_keyed_observations_are_refused_naming_the_field(data: bytes, message: str) -> None:
+    assert translate.observations_from_bytes(_OBSERVED)[0][0].lat == 52.77
+    with pytest.raises(rules.RuleInputError, match=message):
+        translate.observations_from_bytes(data)
 
 
 # -- alerts out -----------------------------------------------------------------------------------

@@ -230,8 +230,15 @@ def test_events_without_a_location_are_ignored() -> None:
 
 def test_event_far_from_the_cell_is_misrouted() -> None:
     elsewhere = report("r", day(0), locations=[Location(51.5, -0.12)])
-    with pytest.raises(MisroutedEventError, match=r"IntelligenceReport 'r' has no location near cell"):
+    with pytest.raises(MisroutedEventError, match=r"event 'r' has no location near cell"):
         rule.apply(rule.initial(COARSE), elsewhere, DEFAULT)
+
+
+def test_observations_of_two_events_are_refused_together() -> None:
+    [first] = rule.observations_of(report("r1", day(0), locations=[at_cell(CENTRE)]))
+    [second] = rule.observations_of(report("r2", day(0), locations=[at_cell(CENTRE)]))
+    with pytest.raises(RuleInputError, match="observations of one event must share its id and time"):
+        rule.add(rule.initial(COARSE), [first, second], DEFAULT)
 
 
 def test_same_report_twice_counts_once() -> None:
