@@ -132,6 +132,7 @@ def from_parts(key: str, encoded: Mapping[str, bytes]) -> HotspotState:
     return HotspotState(head.cell, days, head.fired, head.watermark)
 
 
+@lru_cache(maxsize=4096)  # a checkpoint names every day of every changed cell
 def _date_of(number: int) -> str:
     return (EPOCH + number * DAY).date().isoformat()
 
@@ -292,7 +293,7 @@ def _fire(
     start = period_start(trigger_at, settings)
     while start <= trigger_at + window:
         end = start + window
-        period = to_iso(start)
+        period = _period_name(start)
         if not _has_fired(state.fired, period):
             first = max(start, trigger_at)
             last = min(end, trigger_at + window)
@@ -387,6 +388,11 @@ def _order(o: Observation) -> tuple[datetime, str, float, float]:
 
 def _at(o: Observation) -> datetime:
     return o.occurred_at
+
+
+@lru_cache(maxsize=4096)  # every event names the one or two periods it can fire
+def _period_name(start: datetime) -> str:
+    return to_iso(start)
 
 
 def _has_fired(fired: tuple[tuple[str, str], ...], period: str) -> bool:

@@ -145,8 +145,10 @@ def next_due(state: ReturnInterviewState, settings: ReturnInterviewSettings) -> 
 def _overdue_at(record: EpisodeRecord, settings: ReturnInterviewSettings) -> datetime | None:
     """The watermark at which this episode's overdue alert is raised; None if it has been, or
     never will be (no return yet, or an interview by the deadline)."""
+    if record.overdue_alert_id is not None:
+        return None
     deadline = record.deadline(settings)
-    if record.overdue_alert_id is not None or deadline is None:
+    if deadline is None:
         return None
     if any(i.occurred_at <= deadline for i in record.interviews):
         return None
@@ -181,8 +183,8 @@ def _check(
     watermark: datetime | None,
     settings: ReturnInterviewSettings,
 ) -> tuple[EpisodeRecord, list[Alert]]:
-    if record.resolved:  # raised and resolved: nothing more to raise
-        return record, []
+    if record.resolved or (record.overdue_alert_id is not None and not record.interviews):
+        return record, []  # raised and resolved, or raised and waiting for an interview
     alerts: list[Alert] = []
     deadline = record.deadline(settings)
     due = _overdue_at(record, settings)
