@@ -264,7 +264,8 @@ class Engine:
         self.commit_every_s = commit_every_s
         self.next_commit = 0.0
         self.pending: dict[tuple[str, int], int] = {}  # offsets handled since the last checkpoint
-        self.open = _Checkpoint()  # outputs sent since the last checkpoint count here
+        self.failures: list[str] = []  # messages the broker refused, from every checkpoint
+        self.open = _Checkpoint(self.failures)  # outputs sent since the last checkpoint count here
         self.sealed: deque[_Checkpoint] = deque()  # oldest first
         self.refused: dict[tuple[str, int], int] = {}  # offsets of a refused commit, tried again
         self.consumer = Consumer(
@@ -303,7 +304,6 @@ class Engine:
                 "message.max.bytes": CHANGELOG_MAX_BYTES,
             }
         )
-        self.failures: list[str] = []
         self.running = False
         self.handled = 0
 
@@ -391,7 +391,7 @@ class Engine:
 
     def _seal(self) -> None:
         """Close the open checkpoint: the offsets handled so far and the state they left."""
-        checkpoint, self.open = self.open, _Checkpoint()
+        checkpoint, self.open = self.open, _Checkpoint(self.failures)
         checkpoint.offsets, self.pending = self.pending, {}
         for table in self.tables:
             checkpoint.changelog += [(table.changelog, *message) for message in table.changelog_messages()]
@@ -474,25 +474,18 @@ class Engine:
         checkpoint: _Checkpoint | None = None,
     ) -> None:
         """Send a message; it counts against ``checkpoint`` (default: the open one) until acknowledged."""
-        extra: dict[str, Any] = {}
-        if partition is not None:
-            extra["partition"] = partition
-        if timestamp_ms is not None:
-            extra["timestamp"] = timestamp_ms
         counted = checkpoint or self.open
-        report = partial(self._delivered, counted)
         while True:
             try:
-                self.producer.produce(topic, value, key, on_delivery=report, **extra)
+                # partition -1 and timestamp 0 are librdkafka's "not given"
+                self.producer.produce(
+                    topic, value, key, -1 if partition is None else partition, counted.delivered,
+                    timestamp_ms or 0,
+                )
                 break
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain it
         counted.unacknowledged += 1
-
-    def _delivered(self, checkpoint: _Checkpoint, error: KafkaError | None, message: Message) -> None:
-        checkpoint.unacknowledged -= 1
-        if error is not None:
-            self.failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
 
     # -- partitions coming and going ----------------------------------------------------------
 
@@ -587,9 +580,16 @@ class _Checkpoint:
     """Offsets handled before a commit point, the changelog messages of the state they left, and
     how many messages sent on its account the broker has yet to acknowledge."""
 
+    failures: list[str]  # the engine's: any refusal stops it
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     changelog: list[tuple[str, bytes, bytes | None, int]] = field(default_factory=list)
     unacknowledged: int = 0
+
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
+        """librdkafka's delivery report of a message sent on this checkpoint's account."""
+        self.unacknowledged -= 1
+        if error is not None:
+            self.failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
 
 
 _NOT_READY = (
