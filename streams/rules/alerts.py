@@ -45,6 +45,13 @@ def alert_id(rule: str, subject: str, anchor_ids: Iterable[str], settings: Setti
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
+# Rules re-check each unfired anchor by its alert id on every event of a subject: recent ids are kept.
+@lru_cache(maxsize=65_536)
+def anchor_alert_id(rule: str, subject: str, anchor_id: str, settings: SettingPairs) -> str:
+    """:func:`alert_id` of an alert with the one anchor ``anchor_id``."""
+    return alert_id(rule, subject, [anchor_id], settings)
+
+
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 

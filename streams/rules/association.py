@@ -22,13 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
 from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
-from streams.rules.alerts import Alert, SettingPairs, alert_id, new_alert
+from streams.rules.alerts import Alert, anchor_alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import IntelligenceReport, RuleEvent
 from streams.rules.settings import AssociationSettings, identity
@@ -115,7 +114,7 @@ def _fire(
     alerts: list[Alert] = []
     pairs = identity(settings)
     for link in state.links:
-        this_id = _link_alert_id(state.entity, link.event_id, pairs)
+        this_id = anchor_alert_id(RULE, state.entity, link.event_id, pairs)
         if this_id in fired_ids:
             continue
         start = link.occurred_at - timedelta(days=settings.days)
@@ -125,12 +124,6 @@ def _fire(
             marks.append((link.event_id, this_id))
             alerts.append(_alert(state.entity, link, window, settings))
     return evolve(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
-
-
-# Every report naming an entity re-checks its unfired links, each by its alert id: recent ids are kept.
-@lru_cache(maxsize=65_536)
-def _link_alert_id(entity: str, event_id: str, settings: SettingPairs) -> str:
-    return alert_id(RULE, entity, [event_id], settings)
 
 
 def _alert(entity: str, anchor: Link, window: list[Link], settings: AssociationSettings) -> Alert:

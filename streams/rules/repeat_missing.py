@@ -29,13 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
 from streams.rules._state import evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
-from streams.rules.alerts import Alert, SettingPairs, alert_id, new_alert
+from streams.rules.alerts import Alert, anchor_alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
 from streams.rules.events import MissingReported, RuleEvent
 from streams.rules.settings import RepeatMissingSettings, identity
@@ -120,7 +119,7 @@ def _fire(
     alerts: list[Alert] = []
     pairs = identity(settings)
     for report in state.reports:  # time order, so each episode's earliest qualifying report
-        this_id = _episode_alert_id(state.child_id, report.episode_id, pairs)
+        this_id = anchor_alert_id(RULE, state.child_id, report.episode_id, pairs)
         if this_id in fired_ids:
             continue
         window = _window(state, report, settings)
@@ -130,11 +129,6 @@ def _fire(
             alerts.append(_alert(state.child_id, report, window, settings))
     return evolve(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
 
-
-# Every event of a child re-checks its unfired episodes, each by its alert id: recent ids are kept.
-@lru_cache(maxsize=65_536)
-def _episode_alert_id(child_id: str, episode_id: str, settings: SettingPairs) -> str:
-    return alert_id(RULE, child_id, [episode_id], settings)
 
 
 def _window(
