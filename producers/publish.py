@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -107,6 +109,12 @@ POLL_EVERY = 1000
 # librdkafka's send queue, per producer: ample for a whole file, so sends rarely wait for room.
 QUEUE_MESSAGES = 500_000
 QUEUE_KBYTES = 1024 * 1024
+# Publishing as each agency, every agency has its own producer, whose queue drains at its own
+# pace: one agency's events can reach a shared partition far behind another's, and a worker
+# would find them late. So each time event time moves on this far, the publisher waits until
+# every producer has delivered what it was given before the previous step: no agency is more
+# than two steps behind another, and the producers are never left with nothing to send.
+REPLAY_STEP = timedelta(days=1)
 # Pseudonyms are cached per subject; a subject named again (most are) costs a dict lookup.
 MAX_CACHED_KEYS = 1_000_000
 
@@ -163,6 +171,8 @@ class Publisher:
         self._sends = 0
         self._keys: dict[str, bytes] = {}
         self._fatal: str | None = None
+        self._step_from: datetime | None = None  # event time at which this step began
+        self._steps = [_Unconfirmed(), _Unconfirmed()]  # sends of the previous step and of this one
         self.dead_letters = PublisherDeadLetters(self, principal or "police")
 
     def _producer_for(self, principal: str) -> Producer:
@@ -192,10 +202,15 @@ class Publisher:
                 f"reports of this agency type go to {routed}, not {topic}",
             )
         target = topic or routed
+        if self.principal is None:
+            self._keep_agencies_in_step(record["occurred_at"])
         value = self.serde.encode(target, schema, protect_fields(schema, record))
         producer = self._producer_for(self.principal or principal_for(schema, record))
         name = ref or str(record["event_id"])
-        self.produce(producer, target, self._key_for(schema, record), value, partial(self._delivered, name))
+        step = self._steps[-1]
+        step.sends += 1
+        report = partial(self._delivered, name, step)
+        self.produce(producer, target, self._key_for(schema, record), value, report)
         return target
 
     def _key_for(self, schema: str, record: dict[str, Any]) -> bytes:
@@ -233,8 +248,9 @@ class Publisher:
             for each in self._all():
                 each.poll(0)
 
-    def _delivered(self, name: str, error: Any, message: Any) -> None:
+    def _delivered(self, name: str, step: _Unconfirmed, error: Any, message: Any) -> None:
         self.unconfirmed -= 1
+        step.sends -= 1
         if error is not None:
             self.delivery_failures.append(f"{name}: {error.str()} (topic {message.topic()})")
 
@@ -249,12 +265,30 @@ class Publisher:
         if error.fatal() or error.code() == KafkaError._AUTHENTICATION:
             self._fatal = f"Kafka client error: {error.str()}"
 
+    def _keep_agencies_in_step(self, occurred_at: datetime) -> None:
+        if self._step_from is None:
+            self._step_from = occurred_at
+        elif occurred_at - self._step_from >= REPLAY_STEP:
+            previous = self._steps[0]
+            for producer in self._all():
+                producer.poll(0)  # serves the delivery reports that have come
+            while previous.sends > 0:
+                self._check_fatal()
+                time.sleep(0.002)
+                for producer in self._all():
+                    producer.poll(0)
+            self._steps = [self._steps[1], _Unconfirmed()]
+            self._step_from = occurred_at
+
+    def _check_fatal(self) -> None:
+        if self._fatal is not None:
+            raise DeliveryError(f"{self._fatal}; {self.unconfirmed} sends unconfirmed")
+
     def flush(self) -> None:
         """Wait until every send so far has its delivery report; raise when one cannot come."""
         for producer in self._all():
             while producer.flush(1.0) > 0:
-                if self._fatal is not None:
-                    raise DeliveryError(f"{self._fatal}; {self.unconfirmed} sends unconfirmed")
+                self._check_fatal()
         if self.unconfirmed:
             raise DeliveryError(f"{self.unconfirmed} sends have no delivery report after flush")
         if self.dead_letter_failures:
@@ -272,6 +306,11 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class _Unconfirmed:
+    sends: int = 0
 
 
 @dataclass(frozen=True)

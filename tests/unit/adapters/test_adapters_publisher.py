@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -137,3 +137,31 @@ def test_producers_wait_for_every_replica_keep_order_and_partition_as_java_clien
     assert (config["acks"], config["enable.idempotence"]) == ("all", True)
     assert config["partitioner"] == "murmur2_random"
     assert config["client.id"] == "hubstream-police"
+
+
+@dataclass
+class OneAtATimeProducer(FakeProducer):
+    """Delivers one message per poll, as a busy broker might."""
+
+    def poll(self, timeout: float = 0) -> int:
+        if self.pending:
+            report, topic, _ = self.pending.pop(0)
+            report(None, FakeMessage(topic))
+        return 0
+
+
+@pytest.mark.parametrize("principal", [None, "police"])
+def test_publishing_as_every_agency_keeps_producers_within_two_days_of_event_time(
+    principal: str | None,
+) -> None:
+    fake = OneAtATimeProducer()
+    pub = Publisher(Settings(), principal=principal, producer=fake, serde=Serde(schemas.InMemoryRegistry()))
+    for number, hours in enumerate((0, 2, 25, 49), start=1):
+        at = T0 + timedelta(hours=hours)
+        pub.publish_json("MissingEpisodeEvent", events.missing("pk_a", f"ep{number}", "reported_missing", at))
+    waiting = [decoded(pub, value)["episode_id"] for _, _, value in fake.pending]
+    # As each agency (a replay), the first day's events were delivered before the third day's
+    # were sent; as one agency there is one producer, which keeps order by itself.
+    assert waiting == (["ep3", "ep4"] if principal is None else ["ep1", "ep2", "ep3", "ep4"])
+    pub.flush()
+    assert pub.unconfirmed == 0
