@@ -80,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes in the end-to-end replay, one consumer group (default: %(default)s)",
     )
     parser.add_argument(
+        "--idle-first",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="start the replay this long after the pipeline is up, so that the worker has reported "
+        "its sources idle: a replay into a running worker (default: at once)",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -139,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         memory_children=args.memory_children or (50_000 if args.quick else 1_000_000),
         profile_seconds=args.profile,
         workers=args.workers,
+        idle_first_s=args.idle_first,
         stage_cap_s=args.max_stage_seconds or (300.0 if args.quick else 1200.0),
     )
     chosen = list(dict.fromkeys(args.only)) if args.only else list(MEASUREMENTS)  # in the order asked

@@ -488,6 +488,7 @@ class Context:
     profile_seconds: int  # 0 = no profile
     stage_cap_s: float  # a stage still running after this long is stopped and its progress reported
     workers: int = 1  # worker processes in the end-to-end replay
+    idle_first_s: float = 0.0  # the replay starts this long after the pipeline is up
 
 
 

@@ -82,7 +82,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 timeout_s=180,
                 members={ns.worker_group: ctx.workers},
             )
-            time.sleep(SETTLE_S)
+            time.sleep(SETTLE_S + ctx.idle_first_s)
             watch = LagWatch(
                 settings,
                 ns.worker_group,

@@ -215,17 +215,22 @@ MAX_SEALED = 2  # checkpoints awaiting the broker before the worker waits for th
 @dataclass(frozen=True)
 class Assigned:
     """A partition this worker reads, when it was given it, whether it has ever had data, and
-    whether this worker has read all it holds (both ask the broker)."""
+    whether this worker has read all it holds (both ask the broker); ``unread`` says whether the
+    last fetch from the broker showed messages beyond those consumed (asks no one)."""
 
     topic: str
     partition: int
     since: float  # time.monotonic()
     empty: Callable[[], bool]
     caught_up: Callable[[], bool]
+    unread: Callable[[], bool]
 
 
 # Called every ``tick_every_s`` with a batch to send through and the partitions held now.
 Tick = Callable[[Batch, list[Assigned]], None]
+# Called before each batch is handled, with the batch (what it sends goes first), the partitions
+# held now and the (topic, partition) pairs that the batch's messages come from.
+BeforeBatch = Callable[[Batch, list[Assigned], set[tuple[str, int]]], None]
 
 
 class DeliveryFailed(RuntimeError):
@@ -247,6 +252,7 @@ class Engine:
         poll_timeout_s: float = 0.1,
         tick: Tick | None = None,
         tick_every_s: float = 5.0,
+        before_batch: BeforeBatch | None = None,
         commit_every_s: float = 2.0,
     ) -> None:
         self.app_id = app_id
@@ -260,7 +266,9 @@ class Engine:
         self.poll_timeout_s = poll_timeout_s
         self.tick = tick
         self.tick_every_s = tick_every_s
+        self.before_batch = before_batch
         self.assigned: dict[tuple[str, int], Assigned] = {}
+        self.start_offsets: dict[tuple[str, int], int] = {}  # committed when assigned, asked once
         self.commit_every_s = commit_every_s
         self.next_commit = 0.0
         self.pending: dict[tuple[str, int], int] = {}  # offsets handled since the last checkpoint
@@ -364,6 +372,7 @@ class Engine:
         started = time.perf_counter()
         batch = Batch()
         offsets: dict[tuple[str, int], int] = {}
+        records: list[Record] = []
         for message in messages:
             error = message.error()
             if error is not None:
@@ -373,10 +382,14 @@ class Engine:
             topic: str = message.topic()
             partition: int = message.partition()
             offset: int = message.offset()
-            value = message.value()
-            record = Record(topic, partition, offset, message.key(), value or b"", message.timestamp()[1])
-            self.handlers[topic](record, batch)
+            value = message.value() or b""
+            records.append(Record(topic, partition, offset, message.key(), value, message.timestamp()[1]))
             offsets[(topic, partition)] = offset + 1
+        if self.before_batch is not None:
+            self.before_batch(batch, list(self.assigned.values()), set(offsets))
+        handlers = self.handlers
+        for record in records:
+            handlers[record.topic](record, batch)
         self.pending.update(offsets)
         self._send(batch)  # now, not at the commit: alerts leave as soon as they are raised
         self.producer.poll(0)
@@ -494,7 +507,8 @@ class Engine:
         for tp in partitions:
             held = TopicPartition(tp.topic, tp.partition)
             self.assigned[(tp.topic, tp.partition)] = Assigned(
-                tp.topic, tp.partition, now, partial(self._empty, held), partial(self._caught_up, held)
+                tp.topic, tp.partition, now, partial(self._empty, held), partial(self._caught_up, held),
+                partial(self._unread, held),
             )
             for table in self.tables:
                 if table.source == tp.topic:
@@ -506,6 +520,7 @@ class Engine:
         for tp in partitions:
             self.refused.pop((tp.topic, tp.partition), None)  # if refused, the next owner redoes it
             self.assigned.pop((tp.topic, tp.partition), None)
+            self.start_offsets.pop((tp.topic, tp.partition), None)
             for table in self.tables:
                 if table.source == tp.topic:
                     table.drop(tp.partition)
@@ -557,6 +572,20 @@ class Engine:
             [read] = self.consumer.committed([tp], timeout=10)
             offset = read.offset
         return bool(offset >= high)
+
+    def _unread(self, tp: TopicPartition) -> bool:
+        low, high = self.consumer.get_watermark_offsets(tp, cached=True)  # -1001 until a fetch
+        if high <= 0:
+            return False
+        [read] = self.consumer.position([tp])
+        offset = read.offset
+        if offset < 0:  # nothing consumed since it was assigned: from where the group left off
+            start = self.start_offsets.get((tp.topic, tp.partition))
+            if start is None:
+                [committed] = self.consumer.committed([tp], timeout=10)
+                start = self.start_offsets[(tp.topic, tp.partition)] = max(committed.offset, low, 0)
+            offset = start
+        return bool(high > offset)
 
     def _offsets_of(self, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:
         """(low, high) offsets of a partition, waiting out a topic the broker is still making."""

@@ -15,13 +15,16 @@ class MergedWatermark:
     nothing is pruned. Sources are heard from through the events forwarded from them and through
     the marks the worker sends to every re-keyed partition (see ``streams.marks``): a source
     partition with no events at all, or silent with nothing left to read, is reported *idle* and
-    left out of the minimum until its next event. Kept in memory: after a restart it is rebuilt
-    from new messages and marks, which only delays pruning.
+    left out of the minimum until its next event. An idle source found to have events again is
+    *waiting*: until its next mark comes the watermark stays where it is, since those events may
+    be far behind the other sources (a replay into a worker that has been idle). Kept in memory:
+    after a restart it is rebuilt from new messages and marks, which only delays pruning.
     """
 
     def __init__(self, expected_sources: int) -> None:
         self.expected = expected_sources
         self.marks: dict[str, dict[str, datetime | None]] = {}
+        self.waiting: dict[str, set[str]] = {}
 
     def observe(self, partition: str, source: str, mark: datetime) -> datetime | None:
         """Record ``source``'s watermark as seen on the re-keyed ``partition``; return the merged one.
@@ -33,21 +36,31 @@ class MergedWatermark:
         held = marks.get(source)
         if held is None or mark > held:
             marks[source] = mark
-        return self._merged(marks)
+        waiting = self.waiting.get(partition)
+        if waiting:
+            waiting.discard(source)
+        return self._merged(partition)
 
     def idle(self, partition: str, source: str) -> datetime | None:
         """Record that ``source`` has no event to send (none at all, or none for a while with
         nothing left to read): it is left out of the minimum until its next mark. Return the
         merged watermark."""
-        marks = self.marks.setdefault(partition, {})
-        marks[source] = None
-        return self._merged(marks)
+        self.marks.setdefault(partition, {})[source] = None
+        self.waiting.get(partition, set()).discard(source)
+        return self._merged(partition)
+
+    def wait_for(self, partition: str, source: str) -> None:
+        """Record that ``source``, idle until now, has events on their way: hold the watermark
+        (None: do not advance) until its next mark."""
+        self.marks.setdefault(partition, {}).setdefault(source, None)
+        self.waiting.setdefault(partition, set()).add(source)
 
     def current(self, partition: str) -> datetime | None:
-        return self._merged(self.marks.get(partition, {}))
+        return self._merged(partition)
 
-    def _merged(self, marks: dict[str, datetime | None]) -> datetime | None:
-        if len(marks) < self.expected:
+    def _merged(self, partition: str) -> datetime | None:
+        marks = self.marks.get(partition, {})
+        if len(marks) < self.expected or self.waiting.get(partition):
             return None
         active = [m for m in marks.values() if m is not None]
         return min(active) if active else None

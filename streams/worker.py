@@ -30,7 +30,7 @@ from streams.engine import CHANGELOG_MAX_BYTES, Engine, Handler, Table
 from streams.health_flags.handlers import hub_decisions
 from streams.hotspot.handlers import hotspots
 from streams.intelligence.handlers import intelligence
-from streams.marks import EVERY_S, send_marks
+from streams.marks import EVERY_S, report_waiting, send_marks
 from streams.missing.handlers import missing_episodes
 
 HANDLERS: dict[str, Handler] = {
@@ -92,6 +92,7 @@ def build(*, max_batch: int = 5000, commit_every_s: float = 2.0) -> Engine:
         commit_every_s=commit_every_s,
         tick=send_marks,
         tick_every_s=EVERY_S,
+        before_batch=report_waiting,
     )
 
 

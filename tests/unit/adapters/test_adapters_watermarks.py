@@ -98,3 +98,66 @@ def test_every_source_idle_is_no_watermark() -> None:
     merged.idle(CELL, "a")
     assert merged.idle(CELL, "b") is None
     assert merged.current(CELL) is None
+
+
+def test_an_idle_source_with_events_on_their_way_holds_the_watermark_until_its_next_mark() -> None:
+    merged = MergedWatermark(2)
+    merged.observe(CELL, "a", hours(10))
+    merged.idle(CELL, "b")
+    merged.wait_for(CELL, "b")
+    # "a" runs ahead, but "b"'s events may be far behind it: no watermark to advance to.
+    assert merged.observe(CELL, "a", hours(900)) is None
+    assert merged.observe(CELL, "b", hours(12)) == hours(12)
+    assert merged.observe(CELL, "a", hours(901)) == hours(12)
+
+
+def test_a_waiting_source_found_idle_again_holds_nothing_back() -> None:
+    merged = MergedWatermark(2)
+    merged.observe(CELL, "a", hours(10))
+    merged.wait_for(CELL, "b")  # never heard from before: it counts as heard, and holds
+    assert merged.current(CELL) is None
+    assert merged.idle(CELL, "b") == hours(10)
+
+
+def test_waiting_is_per_re_keyed_partition() -> None:
+    merged = MergedWatermark(1)
+    merged.observe("cells:0", "a", hours(1))
+    merged.observe("cells:1", "a", hours(1))
+    merged.idle("cells:0", "a")
+    merged.wait_for("cells:0", "a")
+    assert merged.current("cells:0") is None
+    assert merged.current("cells:1") == hours(1)
+
+
+_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["observe", "idle", "wait_for"]),
+        st.sampled_from(["s0", "s1", "s2"]),
+        st.integers(0, 1000).map(hours),
+    ),
+    max_size=40,
+)
+
+
+@given(_steps)
+def test_waiting_holds_idle_is_left_out_and_the_rest_is_the_minimum(steps) -> None:
+    merged = MergedWatermark(3)
+    latest: dict[str, datetime | None] = {}
+    waiting: set[str] = set()
+    for step, source, mark in steps:
+        if step == "observe":
+            held = latest.get(source)
+            latest[source] = mark if held is None else max(held, mark)
+            waiting.discard(source)
+            merged.observe(CELL, source, mark)
+        elif step == "idle":
+            latest[source] = None
+            waiting.discard(source)
+            merged.idle(CELL, source)
+        else:
+            latest.setdefault(source, None)
+            waiting.add(source)
+            merged.wait_for(CELL, source)
+        active = [m for m in latest.values() if m is not None]
+        expected = None if len(latest) < 3 or waiting or not active else min(active)
+        assert merged.current(CELL) == expected
