@@ -62,8 +62,9 @@ def encoded(events: int, schema: str | None) -> list[tuple[str, bytes | None, by
 
 def run(messages: list[tuple[str, bytes | None, bytes]], batch_size: int) -> dict[str, Any]:
     from streams.engine import Batch, Record
-    from streams.worker import running
+    from streams.worker import running, tune_gc
 
+    tune_gc()  # as the worker does
     handlers, tables = running()
     for table in tables:
         table.partitions = {p: {} for p in range(64)}
