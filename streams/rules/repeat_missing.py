@@ -27,8 +27,11 @@ State is per child (``initial(child_id)``). Semantics, all on event time (``occu
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from operator import attrgetter
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
@@ -134,8 +137,17 @@ def _fire(
 def _window(
     state: RepeatMissingState, anchor: Report, settings: RepeatMissingSettings
 ) -> list[Report]:
-    start = anchor.occurred_at - timedelta(days=settings.days)
-    return [r for r in state.reports if start <= r.occurred_at <= anchor.occurred_at]
+    reports = state.reports  # in time order
+    lo = bisect_left(reports, anchor.occurred_at - _days(settings.days), key=_at)
+    return list(reports[lo:bisect_right(reports, anchor.occurred_at, key=_at)])
+
+
+_at = attrgetter("occurred_at")
+
+
+@cache
+def _days(days: int) -> timedelta:
+    return timedelta(days=days)
 
 
 def _alert(

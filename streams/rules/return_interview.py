@@ -150,7 +150,7 @@ def _overdue_at(record: EpisodeRecord, settings: ReturnInterviewSettings) -> dat
     deadline = record.deadline(settings)
     if deadline is None:
         return None
-    if any(i.occurred_at <= deadline for i in record.interviews):
+    if record.interviews and record.interviews[0].occurred_at <= deadline:  # the earliest first
         return None
     return deadline + _hours(settings.out_of_order_hours)
 

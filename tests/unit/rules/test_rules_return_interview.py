@@ -80,6 +80,13 @@ def test_interview_exactly_at_the_deadline_is_on_time() -> None:
     assert run([returned("e1", day(0)), interview("e1", day(3))], watermark=day(10))[1] == []
 
 
+def test_an_on_time_interview_counts_whatever_later_interviews_follow() -> None:
+    late = interview("e1", day(5), event_id="second-interview", outcome="declined")
+    events = [returned("e1", day(0)), interview("e1", day(2)), late]
+    state, alerts = run(events, watermark=day(10))
+    assert (alerts, rule.next_due(state, DEFAULT)) == ([], None)
+
+
 def test_declined_interview_counts_as_an_interview() -> None:
     events = [returned("e1", day(0)), interview("e1", day(1), outcome="declined")]
     assert run(events, watermark=day(10))[1] == []
