@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes in the end-to-end replay, one consumer group (default: %(default)s)",
     )
     parser.add_argument(
+        "--assignor",
+        choices=("cooperative-sticky", "range"),
+        default="cooperative-sticky",
+        help="how the replay's workers share partitions (hubstream worker --assignor; default: "
+        "%(default)s); with --workers 2, range splits every topic between them",
+    )
+    parser.add_argument(
         "--idle-first",
         type=float,
         default=0.0,
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         profile_seconds=args.profile,
         workers=args.workers,
         idle_first_s=args.idle_first,
+        assignor=args.assignor,
         stage_cap_s=args.max_stage_seconds or (300.0 if args.quick else 1200.0),
     )
     chosen = list(dict.fromkeys(args.only)) if args.only else list(MEASUREMENTS)  # in the order asked

@@ -489,6 +489,7 @@ class Context:
     stage_cap_s: float  # a stage still running after this long is stopped and its progress reported
     workers: int = 1  # worker processes in the end-to-end replay
     idle_first_s: float = 0.0  # the replay starts this long after the pipeline is up
+    assignor: str = "cooperative-sticky"  # hubstream worker --assignor, for the replay's workers
 
 
 

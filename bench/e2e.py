@@ -71,7 +71,9 @@ def run(ctx: Context) -> dict[str, Any]:
         probe = KafkaProbe(settings)
         try:
             workers = [
-                ns.start_worker(free_port(), log_name=f"worker-{n}" if n else "worker")
+                ns.start_worker(
+                    free_port(), "--assignor", ctx.assignor, log_name=f"worker-{n}" if n else "worker"
+                )
                 for n in range(ctx.workers)
             ]
             worker = workers[0]

@@ -148,7 +148,17 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
     "health_flags), e.g. to replay history after one of them changed; needs its own "
     "HUBSTREAM_WORKER_ID starting hubstream-worker. Default: all.",
 )
-def worker(metrics_port: int, max_batch: int, commit_interval: float, rules: str | None) -> None:
+@click.option(
+    "--assignor", type=click.Choice(["cooperative-sticky", "range"]), default="cooperative-sticky",
+    show_default=True,
+    help="How a group's workers share partitions; every worker of a group must use the same. "
+    "cooperative-sticky moves only the partitions that change hands, but balances counts, not "
+    "topics (one worker may get every source partition); range splits every topic evenly and "
+    "reads all state back at each rebalance. Use range with several workers on several cores.",
+)
+def worker(
+    metrics_port: int, max_batch: int, commit_interval: float, rules: str | None, assignor: str
+) -> None:
     """Start the stream processors: correlate agency events into alerts and health flags.
 
     Several workers share the work through Kafka partitions (give each its own --metrics-port).
@@ -170,7 +180,7 @@ def worker(metrics_port: int, max_batch: int, commit_interval: float, rules: str
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--rules") from None
     serve(metrics_port)
-    run_worker(max_batch=max_batch, commit_every_s=commit_interval)
+    run_worker(max_batch=max_batch, commit_every_s=commit_interval, assignor=assignor)
 
 
 @cli.group()

@@ -18,8 +18,10 @@ the case stores write each alert id once.
 
 State lives in memory, per source partition. A table's compacted changelog is partitioned like
 its source topic: when a worker is given a partition it first reads the changelog partition
-back, and when the partition is taken away its state is dropped. Rebalancing is cooperative,
-so partitions a worker keeps are neither revoked nor read back.
+back, and when the partition is taken away its state is dropped. Rebalancing is cooperative
+by default, so partitions a worker keeps are neither revoked nor read back; the range assignor
+(``assignor="range"``) splits every topic evenly between workers instead, and at each rebalance
+revokes every partition and reads every one back.
 """
 
 from __future__ import annotations
@@ -253,6 +255,7 @@ class Engine:
         tick: Tick | None = None,
         tick_every_s: float = 5.0,
         before_batch: BeforeBatch | None = None,
+        assignor: str = "cooperative-sticky",
         commit_every_s: float = 2.0,
     ) -> None:
         self.app_id = app_id
@@ -282,7 +285,7 @@ class Engine:
                 "group.id": app_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
+                "partition.assignment.strategy": assignor,
                 "max.poll.interval.ms": 600_000,  # reading back a large changelog happens inside a poll
                 # Prefetched messages wait here (librdkafka's default is 64 MiB); a few batches
                 # ahead is enough to keep the worker busy.

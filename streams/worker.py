@@ -83,7 +83,9 @@ def _catalogued_partitions(name: str) -> int:
     return next(t.partitions for t in topics.ALL if t.name == name)
 
 
-def build(*, max_batch: int = 5000, commit_every_s: float = 2.0) -> Engine:
+def build(
+    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = "cooperative-sticky"
+) -> Engine:
     handlers, tables = running()
     return Engine(
         APP_ID, handlers, tables,
@@ -91,6 +93,7 @@ def build(*, max_batch: int = 5000, commit_every_s: float = 2.0) -> Engine:
         producer_config=librdkafka_config(settings, "worker"),
         max_batch=max_batch,
         commit_every_s=commit_every_s,
+        assignor=assignor,
         tick=send_marks,
         tick_every_s=EVERY_S,
         before_batch=report_waiting,
@@ -122,11 +125,13 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run_worker(*, max_batch: int = 5000, commit_every_s: float = 2.0) -> None:
+def run_worker(
+    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = "cooperative-sticky"
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_gc()
     log.info("rules: %s", ", ".join(r for r in RULES if r in enabled))
     prepare()
     # Made before the group starts, so that a first assignment finds every changelog.
     ensure_topics(settings, worker_topic_specs(), principal="worker")
-    build(max_batch=max_batch, commit_every_s=commit_every_s).run()
+    build(max_batch=max_batch, commit_every_s=commit_every_s, assignor=assignor).run()

@@ -20,7 +20,9 @@ from tests.support.stack import Namespace, namespace, wait_for_worker
 COUNTY = list(simulate(7, date(2025, 1, 1), 150, children=150))
 
 
-def alert_ids_from_run(stack: Settings, during: Callable[[Namespace], None] | None = None) -> set[str]:
+def alert_ids_from_run(
+    stack: Settings, during: Callable[[Namespace], None] | None = None, assignor: str = "cooperative-sticky"
+) -> set[str]:
     """Alert ids after the county is replayed; ``during`` acts after the worker has committed
     part of the first half and before the second half is published, so inside the replay."""
     half = len(COUNTY) // 2
@@ -28,7 +30,7 @@ def alert_ids_from_run(stack: Settings, during: Callable[[Namespace], None] | No
         group = f"{ns.prefix}hubstream-worker"
         publish(ns.settings, COUNTY[:half])
         # Small batches, each committed, so that ``during`` can land between two of them.
-        ns.start_worker("--max-batch", "20", "--commit-interval", "0", name="worker0")
+        ns.start_worker("--max-batch", "20", "--commit-interval", "0", "--assignor", assignor, name="worker0")
         if during is not None:
             wait_until(
                 lambda: _progress(ns, group) > 0, timeout_s=120, what="a committed batch", every_s=0.05
@@ -58,6 +60,14 @@ def test_a_worker_joining_mid_replay_changes_no_alert(stack: Settings) -> None:
         ns.start_worker(name="worker1")
 
     assert alert_ids_from_run(stack, second_worker) == alert_ids_from_run(stack)
+
+
+def test_a_worker_joining_mid_replay_with_the_range_assignor_changes_no_alert(stack: Settings) -> None:
+    # Range revokes every partition at the rebalance: both workers read all their state back.
+    def second_worker(ns: Namespace) -> None:
+        ns.start_worker("--assignor", "range", name="worker1")
+
+    assert alert_ids_from_run(stack, second_worker, assignor="range") == alert_ids_from_run(stack)
 
 
 def test_a_worker_killed_mid_replay_and_restarted_changes_no_alert(stack: Settings) -> None:
