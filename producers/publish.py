@@ -245,8 +245,12 @@ class Publisher:
                 break
         self._sends += 1
         if self._sends % POLL_EVERY == 0:
-            for each in self._all():
-                each.poll(0)
+            self._serve_reports()
+
+    def _serve_reports(self) -> None:
+        """Run the delivery reports that have come, without waiting."""
+        for producer in self._all():
+            producer.poll(0)
 
     def _delivered(self, name: str, step: _Unconfirmed, error: Any, message: Any) -> None:
         self.unconfirmed -= 1
@@ -270,13 +274,11 @@ class Publisher:
             self._step_from = occurred_at
         elif occurred_at - self._step_from >= REPLAY_STEP:
             previous = self._steps[0]
-            for producer in self._all():
-                producer.poll(0)  # serves the delivery reports that have come
+            self._serve_reports()
             while previous.sends > 0:
                 self._check_fatal()
                 time.sleep(0.002)
-                for producer in self._all():
-                    producer.poll(0)
+                self._serve_reports()
             self._steps = [self._steps[1], _Unconfirmed()]
             self._step_from = occurred_at
 

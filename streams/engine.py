@@ -569,26 +569,24 @@ class Engine:
 
     def _caught_up(self, tp: TopicPartition) -> bool:
         _, high = self._offsets_of(tp)
-        [read] = self.consumer.position([tp])
-        offset = read.offset
-        if offset < 0:  # nothing read since it was assigned: where the group left off
-            [read] = self.consumer.committed([tp], timeout=10)
-            offset = read.offset
-        return bool(offset >= high)
+        return self._read_from(tp) >= high
 
     def _unread(self, tp: TopicPartition) -> bool:
         low, high = self.consumer.get_watermark_offsets(tp, cached=True)  # -1001 until a fetch
-        if high <= 0:
-            return False
+        return bool(high > 0 and high > max(self._read_from(tp), low, 0))
+
+    def _read_from(self, tp: TopicPartition) -> int:
+        """The next offset this worker reads in ``tp``: its position or, with nothing consumed
+        since the partition was assigned, where the group left off (asked once per assignment)."""
         [read] = self.consumer.position([tp])
-        offset = read.offset
-        if offset < 0:  # nothing consumed since it was assigned: from where the group left off
-            start = self.start_offsets.get((tp.topic, tp.partition))
-            if start is None:
-                [committed] = self.consumer.committed([tp], timeout=10)
-                start = self.start_offsets[(tp.topic, tp.partition)] = max(committed.offset, low, 0)
-            offset = start
-        return bool(high > offset)
+        if read.offset >= 0:
+            return int(read.offset)
+        key = (tp.topic, tp.partition)
+        start = self.start_offsets.get(key)
+        if start is None:
+            [committed] = self.consumer.committed([tp], timeout=10)
+            start = self.start_offsets[key] = int(committed.offset)
+        return start
 
     def _offsets_of(self, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:
         """(low, high) offsets of a partition, waiting out a topic the broker is still making."""

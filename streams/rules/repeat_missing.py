@@ -133,7 +133,6 @@ def _fire(
     return evolve(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
 
 
-
 def _window(
     state: RepeatMissingState, anchor: Report, settings: RepeatMissingSettings
 ) -> list[Report]:
