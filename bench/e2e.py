@@ -29,6 +29,7 @@ message with ``Serde.decode``, nothing else. The best a single Python process ca
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -50,6 +51,7 @@ from bench.common import (
     store_env,
     wait_store,
 )
+from bench.cpu import CpuAccount, pid_file, with_children
 from bench.watch import LagWatch
 from bench.workload import lines_of, simulated_file
 from hubstream import kafka, topics
@@ -65,7 +67,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     path, counts = simulated_file(ctx.cache_dir, ctx.events)
     n = sum(counts.values())
-    out: dict[str, Any] = {"events": n, "by_schema": counts, "source": str(path)}
+    out: dict[str, Any] = {"events": n, "by_schema": counts, "source": str(path), "cpus": os.cpu_count()}
     with namespace("e2e", ctx.run, ctx.base, ctx.log_dir) as ns:
         settings = ns.settings
         probe = KafkaProbe(settings)
@@ -77,8 +79,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 for n in range(ctx.workers)
             ]
             worker = workers[0]
-            ns.start_sink("hub", free_port())
-            ns.start_sink("health", free_port())
+            hub_sink = ns.start_sink("hub", free_port())
+            health_sink = ns.start_sink("health", free_port())
             probe.wait_stable(
                 [ns.worker_group, ns.sink_group("hub"), ns.sink_group("health")],
                 timeout_s=180,
@@ -97,6 +99,8 @@ def run(ctx: Context) -> dict[str, Any]:
             if ctx.profile_seconds:
                 spy = profile.start(worker.pid, ctx.profile_seconds, ctx.log_dir / "e2e-worker.pyspy.txt")
             cpu0 = [proc_cpu_seconds(w.pid) or 0.0 for w in workers]
+            account = _cpu_account(ctx.base, [w.pid for w in workers], hub_sink.pid, health_sink.pid)
+            account.start()
             t0 = time.time()
             lines = bar(lines_of(path), total=n, desc="publish", unit=" events", position=0)
             published = publish_lines(settings, "mixed", lines, progress=False)
@@ -141,6 +145,7 @@ def run(ctx: Context) -> dict[str, Any]:
                     events_per_s=rate(n, t_stop - t0),
                     seconds=t_stop - t0,
                 )
+                out["cpu_core_seconds"] = account.stop()
                 ns.stop_all()  # the alerts topics are final only once the worker has stopped
                 hub_ends = probe.end_offsets(hub_topics)
             else:
@@ -165,6 +170,7 @@ def run(ctx: Context) -> dict[str, Any]:
                     )
                 except TimeoutError:
                     t_health = None  # reported as missing; the hub figures stand
+                out["cpu_core_seconds"] = account.stop()
                 out.update(
                     finished=True,
                     seconds=t_row - t0,
@@ -182,6 +188,20 @@ def run(ctx: Context) -> dict[str, Any]:
         finally:
             probe.close()
     return out
+
+
+def _cpu_account(base: Settings, workers: list[int], hub_sink: int, health_sink: int) -> CpuAccount:
+    """The parts of the replay whose CPU is counted, from t0 to the last row (or the cap)."""
+    home = base.home
+    return CpuAccount({
+        "worker": lambda: workers,
+        "publisher (this process)": lambda: [os.getpid()],
+        "broker": pid_file(home / "kafka" / "kafka.pid"),
+        "schema registry": pid_file(home / "registry" / "registry.pid"),
+        "PostgreSQL": with_children(pid_file(home / "pg" / "data" / "postmaster.pid")),
+        "hub sink": lambda: [hub_sink],
+        "health sink": lambda: [health_sink],
+    })
 
 
 def _wait_final(

@@ -111,8 +111,9 @@ def main() -> None:
     parser.add_argument("--schema", help="only this schema's events, e.g. MissingEpisodeEvent")
     parser.add_argument("--rules", help="run only these rules, comma-separated (hubstream worker --rules)")
     parser.add_argument("--batch", type=int, default=5000, help="messages per batch (default 5,000)")
-    parser.add_argument("--profile", action="store_true", help="print cProfile's top 40 entries")
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top entries (--top)")
     parser.add_argument("--sort", default="tottime", help="cProfile order: tottime (default), cumulative")
+    parser.add_argument("--top", type=int, default=40, help="cProfile entries to print (default 40)")
     args = parser.parse_args()
     messages = encoded(args.events, args.schema)
     if args.rules:
@@ -125,7 +126,7 @@ def main() -> None:
     result = run(messages, args.batch)
     if profiler:
         profiler.disable()
-        pstats.Stats(profiler).sort_stats(args.sort).print_stats(40)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
     total, cpu = sum(result["handled"].values()), result["cpu_s"]
     print(f"{result['sources']:,} source messages, {total:,} handled in all, {cpu:.2f} s CPU")
     print(f"  {result['sources'] / cpu:,.0f} source events/s, {total / cpu:,.0f} messages/s")

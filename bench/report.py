@@ -52,6 +52,7 @@ def _e2e(m: dict[str, Any]) -> list[Row]:
             "",
         ),
         ("1   last row after worker caught up", after, "", ""),
+        *_cpu(m),
         (
             "1   hub consumer alone, rows/s",
             f"{_num(drain.get('rows_per_s'))}  ({_num(drain.get('rows'))} rows)",
@@ -72,6 +73,29 @@ def _e2e(m: dict[str, Any]) -> list[Row]:
             _num(ratio, ".3f"),
             ">= 0.50",
             _verdict(None if ratio is None else ratio >= 0.5),
+        ),
+    ]
+
+
+def _cpu(m: dict[str, Any]) -> list[Row]:
+    used = m.get("cpu_core_seconds")
+    if not used:
+        return []
+    parts = {k: v for k, v in used.items() if k != "machine"}
+    machine, wall, cpus = used["machine"], m["seconds"], m.get("cpus") or 1
+    return [
+        (
+            "1   CPU by part, core-seconds",
+            ", ".join(f"{k} {v:,.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])),
+            "",
+            "",
+        ),
+        (
+            "1   CPU of the whole machine",
+            f"{machine:,.1f} core-s of {cpus * wall:,.1f} ({machine / (cpus * wall):.0%} busy), "
+            f"{machine / m['events'] * 1e6:,.0f} µs per event",
+            "",
+            "",
         ),
     ]
 
