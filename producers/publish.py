@@ -7,7 +7,6 @@ Bad lines never reach an event topic: they go to the dead-letter topic with the 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -17,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
+import msgspec
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as ConfluentProducer
 from tqdm import tqdm  # tqdm ships no type information
@@ -378,6 +378,10 @@ class PublishResult:
     problems: list[str] = field(default_factory=list)
 
 
+# A third of json.loads' time per line; refuses NaN, Infinity and numbers out of range too.
+_parse_line = msgspec.json.Decoder().decode
+
+
 def _unwrap(kind: str, obj: Any) -> tuple[str, Any]:
     """A line is the bare event, or the simulator's {"schema": ..., "event": ...} wrapper."""
     expected, _ = KINDS[kind]
@@ -420,7 +424,7 @@ def publish_lines(
                 continue
             try:
                 try:
-                    parsed = json.loads(line)
+                    parsed = _parse_line(line)
                 except ValueError as exc:
                     raise schemas.SchemaViolation(
                         "", line.strip()[:60], f"line is not valid JSON ({exc})"
@@ -429,7 +433,7 @@ def publish_lines(
                 pub.publish_json(schema, event, topic=target, ref=f"line {number}")
                 result.published += 1
             except (ValueError, schemas.SchemaViolation) as exc:
-                # json.JSONDecodeError and SchemaViolation are both ValueErrors.
+                # msgspec's DecodeError and SchemaViolation are both ValueErrors.
                 field_name = exc.field if isinstance(exc, schemas.SchemaViolation) else None
                 reason = f"line {number}: {exc}"
                 result.rejected += 1

@@ -228,6 +228,16 @@ def test_a_line_that_is_not_json_is_rejected_with_its_line_number() -> None:
     assert not pub.dead_letters.sent[0]["field"]  # the line as a whole, not one field
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "1e999"])
+def test_a_number_json_cannot_hold_is_rejected_as_not_json(literal: str) -> None:
+    # Python's json module reads these as floats; a location at NaN must never get as far as a check.
+    raw = json.dumps(episode_event()).replace('"risk_level": "medium"', f'"risk_level": {literal}')
+    assert literal in raw
+    result, _ = publish("missing-episode", ["\n", raw + "\n"])
+    assert result.rejected == 1
+    assert result.problems[0].startswith("line 2: <record>: line is not valid JSON")
+
+
 def test_blank_lines_are_skipped_but_still_numbered() -> None:
     result, pub = publish("missing-episode", ["\n", "   \n", line(episode_event())])
     assert (result.published, result.rejected) == (1, 0)
