@@ -35,9 +35,13 @@ _DEFAULT_HOME = str(PROJECT_ROOT / ".local")
 
 
 def _home(settings: Settings | None) -> str:
-    # Building Settings reads every variable; this is on the per-message path, so read only the one.
-    if settings is not None:
-        return str(settings.home)
+    return str(settings.home) if settings is not None else _default_home()
+
+
+# On the per-message path: building Settings reads every variable, and even reading the one
+# costs more than the HMAC's cache lookup, so it is read once (a process keeps its home).
+@cache
+def _default_home() -> str:
     return os.environ.get("HUBSTREAM_HOME") or _DEFAULT_HOME
 
 

@@ -41,6 +41,11 @@ APP_ID = (
 MISSING = catalogue.MISSING_EPISODES.name
 INTELLIGENCE = (catalogue.POLICE_INTELLIGENCE.name, catalogue.PARTNER_INTELLIGENCE.name)
 DECISIONS = catalogue.HUB_DECISIONS.name
+# Outputs, named once: a topic's name reads the environment, and an alert goes to two of them.
+ALERTS = catalogue.ALERTS.name
+POLICE_ALERTS = catalogue.POLICE_ALERTS.name
+HEALTH_FLAGS = catalogue.HEALTH_FLAGS.name
+DEAD_LETTER_TOPIC = catalogue.DEAD_LETTERS.name
 # Re-keyed internal topics: hotspot state is per coarse cell, association state per entity.
 HOTSPOT_OBSERVATIONS = f"{APP_ID}-hotspot-observations"
 ASSOCIATION_LINKS = f"{APP_ID}-association-links"
@@ -145,7 +150,7 @@ def dead_letter(record: Record, batch: Batch, reason: str, field: str | None, st
         field=field,
         stage=stage,
     )
-    batch.send(catalogue.DEAD_LETTERS.name, record.key, data)
+    batch.send(DEAD_LETTER_TOPIC, record.key, data)
     DEAD_LETTERS.labels(topic=record.topic, stage=stage).inc()
     log.warning(
         "dead letter %s[%s]@%s (%s): %s", record.topic, record.partition, record.offset, stage, reason
@@ -165,10 +170,10 @@ def send_alerts(alerts: list[rules.Alert], batch: Batch, trigger: Record) -> Non
     now = datetime.now(UTC)
     waited = max(0.0, now.timestamp() - trigger.timestamp_ms / 1000)
     for alert in alerts:
-        data = serde.encode(catalogue.ALERTS.name, "Alert", translate.alert_record(alert, now))
+        data = serde.encode(ALERTS, "Alert", translate.alert_record(alert, now))
         key = pseudonym(alert.subject).encode()  # the subject is in the value, for the hub
-        batch.send(catalogue.ALERTS.name, key, data)
-        batch.send(catalogue.POLICE_ALERTS.name, key, data)
+        batch.send(ALERTS, key, data)
+        batch.send(POLICE_ALERTS, key, data)
         raised, waiting = _alert_metrics(alert.rule, alert.area)
         raised.inc()
         waiting.observe(waited)
@@ -178,13 +183,12 @@ def send_alerts(alerts: list[rules.Alert], batch: Batch, trigger: Record) -> Non
 def prepare() -> None:
     """Register every schema before handlers start, so that no handler waits on the registry."""
     for topic, schema in (
-        (catalogue.ALERTS.name, "Alert"),
-        (catalogue.POLICE_ALERTS.name, "Alert"),
-        (catalogue.HEALTH_FLAGS.name, "HealthCseFlag"),
-        (catalogue.DEAD_LETTERS.name, "DeadLetter"),
+        (ALERTS, "Alert"),
+        (POLICE_ALERTS, "Alert"),
+        (HEALTH_FLAGS, "HealthCseFlag"),
+        (DEAD_LETTER_TOPIC, "DeadLetter"),
         (MISSING, "MissingEpisodeEvent"),
-        (catalogue.POLICE_INTELLIGENCE.name, "IntelligenceReport"),
-        (catalogue.PARTNER_INTELLIGENCE.name, "IntelligenceReport"),
+        *((topic, "IntelligenceReport") for topic in INTELLIGENCE),
         (DECISIONS, "HubDecision"),
     ):
         serde.schema_id(topic, schema)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import schemas
-from hubstream import topics as catalogue
 from hubstream.protect import pseudonym
-from streams.app import DECISIONS, dead_letter, decode, serde, state_table
+from streams.app import DECISIONS, HEALTH_FLAGS, dead_letter, decode, serde, state_table
 from streams.engine import Batch, Record
 from streams.rules import health_flag
 
@@ -34,5 +33,5 @@ def hub_decisions(record: Record, batch: Batch) -> None:
                 record, batch, f"health flag from this decision is invalid: {exc}", exc.field, "process"
             )
             continue
-        data = serde.encode(catalogue.HEALTH_FLAGS.name, "HealthCseFlag", flag)
-        batch.send(catalogue.HEALTH_FLAGS.name, flag["flag_id"].encode(), data)
+        data = serde.encode(HEALTH_FLAGS, "HealthCseFlag", flag)
+        batch.send(HEALTH_FLAGS, flag["flag_id"].encode(), data)

@@ -93,13 +93,26 @@ def _falling_due(partition: int, watermark: datetime) -> list[tuple[str, str]]:
     return sorted(found.values())
 
 
+# The steps of an episode each rule reads: a worker running some rules only (a replay) does not
+# translate the others.
+_STEPS_READ = {
+    "repeat_missing": {"reported_missing"},
+    "return_interview": {"found_or_returned", "return_interview"},
+    "hotspot": {"reported_missing", "found_or_returned"},
+}
+
+
+def _read_by_enabled(kind: str) -> bool:
+    return any(kind in _STEPS_READ.get(rule, ()) for rule in enabled)
+
+
 def missing_episodes(record: Record, batch: Batch) -> None:
     value = decode(record, batch, "MissingEpisodeEvent")
     if value is None:
         return
     partition = record.partition
     try:
-        rule_event = translate.missing_event(value)
+        rule_event = translate.missing_event(value) if _read_by_enabled(value["kind"]) else None
         watermark = observe(record, value["occurred_at"])
         alerts: list[rules.Alert] = []
         child = value["person_key"]

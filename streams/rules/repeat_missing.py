@@ -93,7 +93,7 @@ def apply(
         event.event_id, event.episode_id, event.occurred_at, event.area, event.risk_level == "high"
     )
     reports = tuple(sorted((*state.reports, report), key=lambda r: (r.occurred_at, r.event_id)))
-    return _fire(evolve(state, reports=reports), settings)
+    return _fire(evolve(state, reports=reports), report, settings)
 
 
 def advance(
@@ -113,15 +113,19 @@ def advance(
 
 
 def _fire(
-    state: RepeatMissingState, settings: RepeatMissingSettings
+    state: RepeatMissingState, added: Report, settings: RepeatMissingSettings
 ) -> tuple[RepeatMissingState, list[Alert]]:
-    # State per child is small (days + lateness of episodes), so every unfired episode is
-    # re-checked: simple, and correct even if the settings changed between calls.
+    # A report's window is the ``days`` before it, so the report just added can only complete
+    # the windows of reports at or after it and at most ``days`` later (itself among them);
+    # every other report was checked, with the same window, when it or a later one came.
     fired_ids = {alert for _, alert in state.fired}
     marks: list[tuple[str, str]] = []
     alerts: list[Alert] = []
     pairs = identity(settings)
-    for report in state.reports:  # time order, so each episode's earliest qualifying report
+    reports = state.reports  # in time order
+    first = bisect_left(reports, added.occurred_at, key=_at)
+    last = bisect_right(reports, added.occurred_at + _days(settings.days), key=_at)
+    for report in reports[first:last]:  # time order, so each episode's earliest qualifying report
         this_id = anchor_alert_id(RULE, state.child_id, report.episode_id, pairs)
         if this_id in fired_ids:
             continue
