@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.common import Context, Namespace, environment, leftover_namespaces
 from bench.report import table
-from hubstream.settings import PROJECT_ROOT, load
+from hubstream.settings import ASSIGNORS, DEFAULT_ASSIGNOR, PROJECT_ROOT, load
 
 MEASUREMENTS = ("e2e", "peer", "latency", "memory")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--assignor",
-        choices=("cooperative-sticky", "range"),
-        default="cooperative-sticky",
+        choices=ASSIGNORS,
+        default=DEFAULT_ASSIGNOR,
         help="how the replay's workers share partitions (hubstream worker --assignor; default: "
         "%(default)s); with --workers 2, range splits every topic between them",
     )

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from hubstream import kafka, kafka_security
 from hubstream.kafka import create_topics
-from hubstream.settings import PROJECT_ROOT, Settings
+from hubstream.settings import DEFAULT_ASSIGNOR, PROJECT_ROOT, Settings
 
 BIN = Path(sys.executable).parent
 HUBSTREAM = str(BIN / "hubstream")
@@ -489,7 +489,7 @@ class Context:
     stage_cap_s: float  # a stage still running after this long is stopped and its progress reported
     workers: int = 1  # worker processes in the end-to-end replay
     idle_first_s: float = 0.0  # the replay starts this long after the pipeline is up
-    assignor: str = "cooperative-sticky"  # hubstream worker --assignor, for the replay's workers
+    assignor: str = DEFAULT_ASSIGNOR  # hubstream worker --assignor, for the replay's workers
 
 
 

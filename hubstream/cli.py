@@ -149,7 +149,7 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
     "HUBSTREAM_WORKER_ID starting hubstream-worker. Default: all.",
 )
 @click.option(
-    "--assignor", type=click.Choice(["cooperative-sticky", "range"]), default="cooperative-sticky",
+    "--assignor", type=click.Choice(settings_module.ASSIGNORS), default=settings_module.DEFAULT_ASSIGNOR,
     show_default=True,
     help="How a group's workers share partitions; every worker of a group must use the same. "
     "cooperative-sticky moves only the partitions that change hands, but balances counts, not "

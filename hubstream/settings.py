@@ -12,6 +12,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# How the workers of one consumer group share partitions (`hubstream worker --assignor`, librdkafka's
+# partition.assignment.strategy); the first is the default.
+ASSIGNORS = ("cooperative-sticky", "range")
+DEFAULT_ASSIGNOR = ASSIGNORS[0]
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)

@@ -47,6 +47,7 @@ from confluent_kafka import (
 )
 
 from hubstream.metrics import EVENTS_IN, EVENTS_OUT, WORKER_BATCH_SECONDS, WORKER_BATCH_SIZE
+from hubstream.settings import DEFAULT_ASSIGNOR
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class Engine:
         tick: Tick | None = None,
         tick_every_s: float = 5.0,
         before_batch: BeforeBatch | None = None,
-        assignor: str = "cooperative-sticky",
+        assignor: str = DEFAULT_ASSIGNOR,
         commit_every_s: float = 2.0,
     ) -> None:
         self.app_id = app_id

@@ -10,6 +10,7 @@ import logging
 import os
 
 from hubstream.kafka import TopicSpec, ensure_topics, librdkafka_config
+from hubstream.settings import DEFAULT_ASSIGNOR
 from streams.app import (
     APP_ID,
     ASSOCIATION_LINKS,
@@ -84,7 +85,7 @@ def _catalogued_partitions(name: str) -> int:
 
 
 def build(
-    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = "cooperative-sticky"
+    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = DEFAULT_ASSIGNOR
 ) -> Engine:
     handlers, tables = running()
     return Engine(
@@ -126,7 +127,7 @@ def tune_gc() -> None:
 
 
 def run_worker(
-    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = "cooperative-sticky"
+    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = DEFAULT_ASSIGNOR
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_gc()

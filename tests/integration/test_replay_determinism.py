@@ -12,7 +12,7 @@ from datetime import date
 
 from hubstream import topics
 from hubstream.progress import lag, wait_for_group, wait_until, worker_topics
-from hubstream.settings import Settings
+from hubstream.settings import DEFAULT_ASSIGNOR, Settings
 from producers.simulate import simulate
 from tests.integration.test_worker_end_to_end import alerts_on, publish
 from tests.support.stack import Namespace, namespace, wait_for_worker
@@ -21,7 +21,7 @@ COUNTY = list(simulate(7, date(2025, 1, 1), 150, children=150))
 
 
 def alert_ids_from_run(
-    stack: Settings, during: Callable[[Namespace], None] | None = None, assignor: str = "cooperative-sticky"
+    stack: Settings, during: Callable[[Namespace], None] | None = None, assignor: str = DEFAULT_ASSIGNOR
 ) -> set[str]:
     """Alert ids after the county is replayed; ``during`` acts after the worker has committed
     part of the first half and before the second half is published, so inside the replay."""
