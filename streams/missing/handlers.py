@@ -93,17 +93,18 @@ def _falling_due(partition: int, watermark: datetime) -> list[tuple[str, str]]:
     return sorted(found.values())
 
 
-# The steps of an episode each rule reads: a worker running some rules only (a replay) does not
-# translate the others.
-_STEPS_READ = {
-    "repeat_missing": {"reported_missing"},
-    "return_interview": {"found_or_returned", "return_interview"},
-    "hotspot": {"reported_missing", "found_or_returned"},
+# The rules that read each step of an episode: a worker running some rules only (a replay) does
+# not translate a step none of them reads. A step not named here is always translated.
+_READERS_OF_STEP = {
+    "reported_missing": {"repeat_missing", "hotspot"},
+    "found_or_returned": {"return_interview", "hotspot"},
+    "return_interview": {"return_interview"},
 }
 
 
 def _read_by_enabled(kind: str) -> bool:
-    return any(kind in _STEPS_READ.get(rule, ()) for rule in enabled)
+    readers = _READERS_OF_STEP.get(kind)
+    return readers is None or not readers.isdisjoint(enabled)
 
 
 def missing_episodes(record: Record, batch: Batch) -> None:
