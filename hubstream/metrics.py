@@ -31,8 +31,18 @@ WORKER_BATCH_SIZE = Histogram(
     buckets=(1, 10, 100, 500, 1000, 2500, 5000),
 )
 WORKER_BATCH_SECONDS = Histogram(
-    "hubstream_worker_batch_seconds", "Time to handle a batch, write its outputs and commit it.",
+    "hubstream_worker_batch_seconds", "Time to handle a batch and send its outputs.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+TRANSACTION_SECONDS = Histogram(
+    "hubstream_worker_transaction_commit_seconds",
+    "Time to commit one transaction of the stream worker: changelogs, offsets, and the broker's commit.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+POISONED = Counter(
+    "hubstream_worker_poisoned_total",
+    "Records whose handling raised: dead-lettered with the exception, the rules' state left as before.",
+    ["topic"],
 )
 CONSUMER_LAG = Gauge("hubstream_consumer_lag", "Messages not yet consumed, per topic and partition.",
                      ["group", "topic", "partition"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import catalogue as cat
@@ -29,6 +29,8 @@ _POSTCODE_RE = re.compile(r"[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}")
 _PHONE_RE = re.compile(r"(?:\+44|0)[0-9]{9,10}")
 _PHONE_PUNCTUATION = str.maketrans("", "", " -()")
 MAX_UPRN = 999_999_999_999
+# No agency record describes an event before this; an earlier year is a typo or a placeholder.
+EARLIEST_EVENT = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 def nhs_number_problem(value: str) -> str | None:
@@ -85,6 +87,9 @@ def _phone(record: Mapping[str, Any], field: str) -> None:
 
 
 def _times(record: Mapping[str, Any]) -> None:
+    for name in ("occurred_at", "reported_at"):
+        if record[name] < EARLIEST_EVENT:
+            raise _fail(name, record[name], f"is before {EARLIEST_EVENT.year}")
     # Subtracting (not adding the skew) cannot overflow at datetime.max.
     if record["occurred_at"] - record["reported_at"] > CLOCK_SKEW:
         raise _fail(
@@ -92,6 +97,20 @@ def _times(record: Mapping[str, Any]) -> None:
             record["reported_at"],
             f"reported before it occurred (occurred_at is {record['occurred_at'].isoformat()})",
         )
+
+
+def check_not_future(record: Mapping[str, Any], published_at: datetime) -> None:
+    """An event's times are not after ``published_at`` (the Kafka record's timestamp, or now for
+    a publisher) by more than the clock skew: a future-dated event is refused, so it can neither
+    move a watermark nor overflow a rule's deadline (9999-12-31 plus 72 hours)."""
+    for name in ("occurred_at", "reported_at"):
+        value = record.get(name)
+        if isinstance(value, datetime) and value - published_at > CLOCK_SKEW:
+            raise _fail(
+                name, value,
+                f"is in the future: after the message was published ({published_at.isoformat()}) "
+                f"by more than the {CLOCK_SKEW} clock skew allowed",
+            )
 
 
 def _location(loc: Mapping[str, Any], path: str) -> None:

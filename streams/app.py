@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache, partial
 from typing import Any
@@ -22,7 +23,7 @@ from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENT_TO_ALERT_SECOND
 from hubstream.protect import pseudonym
 from hubstream.serde import serde_for
 from hubstream.settings import load
-from schemas.domain import CHECKS
+from schemas.domain import CHECKS, check_not_future
 from streams import rules, translate
 from streams.config import load_rule_config
 from streams.engine import Batch, Parts, Record, Table
@@ -117,8 +118,31 @@ def observe(record: Record, occurred_at: datetime) -> datetime:
         table.set(record.partition, key, occurred_at)
         _persisted[key] = occurred_at
     else:
-        marks[key] = occurred_at  # held here, written with the next hourly step
+        table.hold(record.partition, key, occurred_at)  # written with the next hourly step
     return occurred_at
+
+
+# What handlers keep per partition outside their tables (watermark caches, queues, marks sent):
+# each function is told the (topic, partition) pairs taken away, and forgets them.
+Forget = Callable[[list[tuple[str, int]]], None]
+_forgetters: list[Forget] = []
+
+
+def forgets_revoked(forget: Forget) -> Forget:
+    """Register ``forget`` to be told of partitions taken away from this worker."""
+    _forgetters.append(forget)
+    return forget
+
+
+def forget_revoked(gone: list[tuple[str, int]]) -> None:
+    for forget in _forgetters:
+        forget(gone)
+
+
+@forgets_revoked
+def _forget_persisted(gone: list[tuple[str, int]]) -> None:
+    for topic, partition in gone:
+        _persisted.pop(f"{topic}:{partition}", None)
 
 
 def decode(record: Record, batch: Batch, expected: str) -> dict[str, Any] | None:
@@ -130,6 +154,8 @@ def decode(record: Record, batch: Batch, expected: str) -> dict[str, Any] | None
         # Decoding against our schema has already checked the structure (types, enums, required
         # fields, defaults, UTC timestamps): what is left are the domain rules, as the sinks do.
         CHECKS[name](value)
+        if record.timestamp_ms >= 0:
+            check_not_future(value, datetime.fromtimestamp(record.timestamp_ms / 1000, UTC))
     except (schemas.DecodeError, schemas.SchemaViolation) as exc:
         field = exc.field if isinstance(exc, schemas.SchemaViolation) else None
         dead_letter(record, batch, str(exc), field, "decode")
@@ -155,6 +181,12 @@ def dead_letter(record: Record, batch: Batch, reason: str, field: str | None, st
     log.warning(
         "dead letter %s[%s]@%s (%s): %s", record.topic, record.partition, record.offset, stage, reason
     )
+
+
+def poisoned(record: Record, batch: Batch, exc: Exception) -> None:
+    """A record whose handling raised: to the dead letters with the exception (the engine has
+    left the rules' state as it was before the record)."""
+    dead_letter(record, batch, f"handling failed: {type(exc).__name__}: {exc}", None, "process")
 
 
 @cache

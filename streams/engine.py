@@ -1,37 +1,45 @@
-"""A lean stream engine: batches from Kafka, state per partition, outputs acknowledged before commits.
+"""A lean stream engine on Kafka's own transactions: batches in, state per partition, exactly once.
 
 One consumer group reads the input topics in batches (librdkafka through confluent-kafka).
 Each message goes to the handler of its topic, which reads and writes :class:`Table` state and
-sends outputs through the :class:`Batch`; outputs are produced as soon as their batch is
-handled. Every ``commit_every_s`` the engine seals a *checkpoint*: the offsets handled since the
-last one, and the state of every key changed since then, encoded at that moment. Checkpoints
-complete in order and without stopping the handling of new batches: once the broker has
-acknowledged every output sent before a checkpoint, its changelog messages are sent; once those
-are acknowledged too, its offsets are committed. In that order a changelog never holds state (an
-alert marked as raised) whose output was lost. Before partitions are taken away, and on
-stopping, the engine waits until every checkpoint is complete.
+sends outputs through the :class:`Batch`; outputs are produced as soon as their record is
+handled. The producer is transactional, as Kafka Streams' exactly-once (v2) is: every
+``commit_every_s`` the engine writes the changelog messages of every key changed since the last
+commit, adds the input offsets handled (``send_offsets_to_transaction`` with the consumer's group
+metadata) and commits the transaction. Outputs, state and offsets become visible together or not
+at all: readers that read committed (the sinks, the worker's own re-keyed topics, the restore of
+a changelog) never see an alert whose state or offsets were lost, nor state without its alert.
+A worker that the group has given up on (a lapsed session, a frozen VM) is fenced: the broker
+refuses its offsets for an old generation, so its transaction cannot commit.
 
-That is at-least-once: a worker that dies between its outputs and its commit handles those
-messages again on restart. The rules ignore an event they have seen (matched on event id) and every
-alert id is deterministic, so a batch handled twice changes no state and raises no new alert;
-the case stores write each alert id once.
+Handling is per record. A record whose handler raises is dead-lettered with the exception
+(``on_poison``), and every table change and output it made is undone first, so the rules' state
+is exactly as before it. An error that is not the record's (the broker, the network, the
+transaction) aborts the transaction and stops the engine with an exception: nothing of the open
+transaction is kept, nothing is committed on the way out, and the supervisor restarts the worker,
+which reads the committed state back. On a graceful revoke the open transaction is committed
+first; on a lost assignment it is aborted and the engine stops.
 
 State lives in memory, per source partition. A table's compacted changelog is partitioned like
 its source topic: when a worker is given a partition it first reads the changelog partition
-back, and when the partition is taken away its state is dropped. Rebalancing is cooperative
-by default, so partitions a worker keeps are neither revoked nor read back; the range assignor
-(``assignor="range"``) splits every topic evenly between workers instead, and at each rebalance
-revokes every partition and reads every one back.
+back (committed messages only), and when the partition is taken away its state is dropped, with
+every per-partition structure the handlers keep (``on_revoke``). Messages fetched for a partition
+no longer held are skipped. Rebalancing is cooperative by default, so partitions a worker keeps
+are neither revoked nor read back; the range assignor (``assignor="range"``) splits every topic
+evenly between workers instead, and at each rebalance revokes every partition and reads every
+one back.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Mapping
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -46,7 +54,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from hubstream.metrics import EVENTS_IN, EVENTS_OUT, WORKER_BATCH_SECONDS, WORKER_BATCH_SIZE
+from hubstream.metrics import (
+    EVENTS_IN,
+    EVENTS_OUT,
+    POISONED,
+    TRANSACTION_SECONDS,
+    WORKER_BATCH_SECONDS,
+    WORKER_BATCH_SIZE,
+)
 from hubstream.settings import DEFAULT_ASSIGNOR
 
 log = logging.getLogger(__name__)
@@ -85,6 +100,10 @@ class Parts:
 
 # One changelog message: key, value (None: a tombstone), partition.
 ChangelogMessage = tuple[bytes, bytes | None, int]
+_ABSENT = object()  # a key a table did not hold, in a journal entry
+# What a record changed, oldest first, to be undone if its handling fails: table, partition, key,
+# the value before (or _ABSENT).
+Journal = list[tuple["Table", int, str, Any]]
 
 
 class Table:
@@ -92,7 +111,8 @@ class Table:
 
     ``encode``/``decode`` turn a value into the bytes of its changelog message and back;
     ``None`` deletes the key (a tombstone in the changelog). With ``parts``, each value is
-    written as several messages instead (see :class:`Parts`).
+    written as several messages instead (see :class:`Parts`). While the engine handles a record,
+    every change is journalled so that a record whose handling fails leaves no trace.
     """
 
     def __init__(
@@ -113,26 +133,43 @@ class Table:
         self.changed: set[tuple[int, str]] = set()
         # With parts: per partition and key, the part objects the changelog holds now.
         self.written: dict[int, dict[str, Mapping[str, Any]]] = {}
+        self.journal: Journal | None = None  # the engine's, while it runs
 
     def get(self, partition: int, key: str) -> Any:
         return self.partitions[partition].get(key)
 
     def set(self, partition: int, key: str, value: Any) -> None:
-        """Store ``value`` (``None`` deletes); the changelog is written at the next checkpoint."""
-        if value is None:
-            self.partitions[partition].pop(key, None)
-        else:
-            self.partitions[partition][key] = value
+        """Store ``value`` (``None`` deletes); the changelog is written at the next commit."""
+        self.hold(partition, key, value)
         self.changed.add((partition, key))
+
+    def hold(self, partition: int, key: str, value: Any) -> None:
+        """Store ``value`` in memory only: the changelog has it once the key is next ``set``."""
+        held = self.partitions[partition]
+        if self.journal is not None:
+            self.journal.append((self, partition, key, held.get(key, _ABSENT)))
+        if value is None:
+            held.pop(key, None)
+        else:
+            held[key] = value
+
+    def undo(self, partition: int, key: str, before: Any) -> None:
+        held = self.partitions.get(partition)
+        if held is None:
+            return
+        if before is _ABSENT:
+            held.pop(key, None)
+        else:
+            held[key] = before
 
     def drop(self, partition: int) -> None:
         """Forget a partition this worker no longer holds."""
         self.partitions.pop(partition, None)
         self.written.pop(partition, None)
+        self.changed = {(p, key) for p, key in self.changed if p != partition}
 
     def __len__(self) -> int:
         return sum(len(keys) for keys in self.partitions.values())
-
     def changelog_messages(self) -> list[ChangelogMessage]:
         """The messages that bring the changelog up to date with every key changed since the
         last call, encoded now."""
@@ -210,9 +247,26 @@ class Batch:
 
 
 Handler = Callable[[Record, Batch], None]
+# Told of a record whose handler raised, with a batch to send its dead letter through.
+Poison = Callable[[Record, Batch, Exception], None]
+# Told of the (topic, partition) pairs taken away, to forget what handlers keep per partition.
+Revoked = Callable[[list[tuple[str, int]]], None]
 SLOW_S = 0.25  # a batch or commit slower than this is logged
 CHANGELOG_MAX_BYTES = 64 * 1024 * 1024  # largest state a changelog message may carry
-MAX_SEALED = 2  # checkpoints awaiting the broker before the worker waits for them
+# How long the broker lets a transaction stay open before aborting it: a worker frozen for longer
+# (or killed with a transaction open) is fenced by the abort, and readers that read committed
+# wait at most this long behind a killed worker's transaction. A restarted worker with the same
+# instance aborts it at once instead.
+TRANSACTION_TIMEOUT_MS = 30_000
+CALL_TIMEOUT_S = 60.0  # for one transactional call, retried while the broker says it may pass
+# Not the record's fault: these stop the engine, where any other exception poisons the record.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (KafkaException, OSError, MemoryError)
+
+
+def default_instance() -> str:
+    """This worker's instance: ``HUBSTREAM_WORKER_INSTANCE`` (stable across restarts, as a
+    supervisor gives it), else host and process id."""
+    return os.environ.get("HUBSTREAM_WORKER_INSTANCE") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -237,11 +291,19 @@ BeforeBatch = Callable[[Batch, list[Assigned], set[tuple[str, int]]], None]
 
 
 class DeliveryFailed(RuntimeError):
-    pass
+    """The transaction could not commit (an output refused, the worker fenced); it was aborted."""
+
+
+class PartitionsLost(RuntimeError):
+    """The group took this worker's partitions without a revoke: its transaction was aborted."""
 
 
 class Engine:
-    """Runs ``handlers`` (one per input topic) over the group ``app_id`` until stopped."""
+    """Runs ``handlers`` (one per input topic) over the group ``app_id`` until stopped.
+
+    Any failure other than a poisoned record ends :meth:`run` with an exception, the open
+    transaction aborted: the caller exits non-zero and its supervisor starts it again.
+    """
 
     def __init__(
         self,
@@ -256,36 +318,43 @@ class Engine:
         tick: Tick | None = None,
         tick_every_s: float = 5.0,
         before_batch: BeforeBatch | None = None,
+        on_poison: Poison | None = None,
+        on_revoke: Revoked | None = None,
         assignor: str = DEFAULT_ASSIGNOR,
         commit_every_s: float = 2.0,
+        instance: str | None = None,
     ) -> None:
         self.app_id = app_id
         self.handlers = handlers
         self.tables = list(tables)
+        self.journal: Journal = []
         for table in self.tables:
             if table.source not in handlers:
                 raise ValueError(f"table {table.name} is fed by {table.source}, which no handler reads")
             table.changelog = f"{app_id}-{table.name}-changelog"
+            table.journal = self.journal
         self.max_batch = max_batch
         self.poll_timeout_s = poll_timeout_s
         self.tick = tick
         self.tick_every_s = tick_every_s
         self.before_batch = before_batch
+        self.on_poison = on_poison
+        self.on_revoke = on_revoke
         self.assigned: dict[tuple[str, int], Assigned] = {}
         self.start_offsets: dict[tuple[str, int], int] = {}  # committed when assigned, asked once
         self.commit_every_s = commit_every_s
         self.next_commit = 0.0
-        self.pending: dict[tuple[str, int], int] = {}  # offsets handled since the last checkpoint
-        self.failures: list[str] = []  # messages the broker refused, from every checkpoint
-        self.open = _Checkpoint(self.failures)  # outputs sent since the last checkpoint count here
-        self.sealed: deque[_Checkpoint] = deque()  # oldest first
-        self.refused: dict[tuple[str, int], int] = {}  # offsets of a refused commit, tried again
+        self.pending: dict[tuple[str, int], int] = {}  # offsets handled in the open transaction
+        self.produced = 0  # messages sent in the open transaction
+        self.failed = False  # once set, nothing more is committed
+        self.transactional_id = f"{app_id}-{instance or default_instance()}"
         self.consumer = Consumer(
             {
                 **consumer_config,
                 "group.id": app_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
                 "partition.assignment.strategy": assignor,
                 "max.poll.interval.ms": 600_000,  # reading back a large changelog happens inside a poll
                 # Prefetched messages wait here (librdkafka's default is 64 MiB); a few batches
@@ -299,17 +368,18 @@ class Engine:
                 "group.id": f"{app_id}-restore",  # never subscribes or commits: assigned partitions only
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                "isolation.level": "read_committed",
             }
         )
         self.producer = Producer(
             {
                 **producer_config,
-                "enable.idempotence": True,
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                 "acks": "all",
                 "linger.ms": 5,
                 "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 1_000_000,
-                "delivery.report.only.error": False,  # every acknowledgement completes checkpoints
                 # A busy hotspot cell's state runs to megabytes of JSON: allowed up to the
                 # changelogs' own limit. Not compressed: the alert topics are read by clients
                 # (police systems, kafka-python) that may lack lz4 or zstd.
@@ -318,6 +388,7 @@ class Engine:
         )
         self.running = False
         self.handled = 0
+        self.poisoned = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -326,10 +397,14 @@ class Engine:
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
         self.running = True
+        # Fences an earlier process with the same transactional id and aborts what it left open.
+        self._call("init_transactions", self.producer.init_transactions, CALL_TIMEOUT_S)
+        self.producer.begin_transaction()
         self.consumer.subscribe(
-            list(self.handlers), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
+            list(self.handlers), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
-        log.info("worker %s reading %s", self.app_id, ", ".join(self.handlers))
+        log.info("worker %s (transactional id %s) reading %s", self.app_id, self.transactional_id,
+                 ", ".join(self.handlers))
         next_tick = time.monotonic() + self.tick_every_s
         try:
             while self.running:
@@ -345,17 +420,17 @@ class Engine:
                     self._send(batch)
                     next_tick = now + self.tick_every_s
                 if now >= self.next_commit:
-                    self._seal()
-                    # A broker falling behind holds checkpoints (and their encoded state) here:
-                    # beyond a few, wait for it rather than let them pile up in memory.
-                    self._wait_until_sealed(MAX_SEALED)
-                self._advance()
-            self._complete()  # stopped between batches: what was handled is kept
+                    self._commit()
+            self._commit()  # stopped between batches: what was handled is kept
+        except BaseException:
+            self._fail()
+            raise
         finally:
-            self.producer.flush(30)
-            self.consumer.close()
+            with suppress(KafkaException, RuntimeError):
+                self.consumer.close()  # a revoke: commits nothing once failed
             self.restorer.close()
-            log.info("worker %s stopped after %d events", self.app_id, self.handled)
+            log.info("worker %s stopped after %d events (%d poisoned)", self.app_id, self.handled,
+                     self.poisoned)
 
     def _next_batch(self) -> list[Message]:
         """What has arrived, up to ``max_batch``, without waiting for a batch to fill: a lone
@@ -370,6 +445,16 @@ class Engine:
     def stop(self) -> None:
         self.running = False
 
+    def _fail(self) -> None:
+        """Abort the open transaction (what it held is not kept) and commit nothing more."""
+        if self.failed:
+            return
+        self.failed = True
+        log.error("worker %s: aborting its open transaction (%d handled messages are read again by "
+                  "the next owner)", self.app_id, sum(1 for _ in self.pending))
+        with suppress(KafkaException):
+            self.producer.abort_transaction(CALL_TIMEOUT_S)
+
     # -- one batch -------------------------------------------------------------------------
 
     def _handle(self, messages: list[Message]) -> None:
@@ -377,6 +462,7 @@ class Engine:
         batch = Batch()
         offsets: dict[tuple[str, int], int] = {}
         records: list[Record] = []
+        assigned = self.assigned
         for message in messages:
             error = message.error()
             if error is not None:
@@ -385,92 +471,107 @@ class Engine:
                 raise KafkaException(error)
             topic: str = message.topic()
             partition: int = message.partition()
+            if (topic, partition) not in assigned:
+                continue  # fetched before its partition was taken away: the next owner reads it
             offset: int = message.offset()
             value = message.value() or b""
             records.append(Record(topic, partition, offset, message.key(), value, message.timestamp()[1]))
             offsets[(topic, partition)] = offset + 1
         if self.before_batch is not None:
-            self.before_batch(batch, list(self.assigned.values()), set(offsets))
+            self.before_batch(batch, list(assigned.values()), set(offsets))
         handlers = self.handlers
+        journal = self.journal
         for record in records:
-            handlers[record.topic](record, batch)
+            done = len(batch.outputs)
+            try:
+                handlers[record.topic](record, batch)
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as exc:
+                self._poisoned(record, batch, exc, done)
+            journal.clear()
         self.pending.update(offsets)
         self._send(batch)  # now, not at the commit: alerts leave as soon as they are raised
         self.producer.poll(0)
         for (topic, schema), n in batch.events_in.items():
             EVENTS_IN.labels(topic=topic, schema=schema).inc(n)
-        self.handled += len(messages)
-        WORKER_BATCH_SIZE.observe(len(messages))
+        self.handled += len(records)
+        WORKER_BATCH_SIZE.observe(len(records))
         took = time.perf_counter() - started
         WORKER_BATCH_SECONDS.observe(took)
         if took > SLOW_S:
-            log.info("slow batch: %d messages in %.2f s", len(messages), took)
+            log.info("slow batch: %d messages in %.2f s", len(records), took)
 
-    def _seal(self) -> None:
-        """Close the open checkpoint: the offsets handled so far and the state they left."""
-        checkpoint, self.open = self.open, _Checkpoint(self.failures)
-        checkpoint.offsets, self.pending = self.pending, {}
-        for table in self.tables:
-            checkpoint.changelog += [(table.changelog, *message) for message in table.changelog_messages()]
-        self.sealed.append(checkpoint)
+    def _poisoned(self, record: Record, batch: Batch, exc: Exception, outputs_before: int) -> None:
+        """Undo what the record did, then dead-letter it (or stop, with no one to tell)."""
+        for table, partition, key, before in reversed(self.journal):
+            table.undo(partition, key, before)
+        self.journal.clear()
+        del batch.outputs[outputs_before:]
+        if self.on_poison is None:
+            raise exc
+        self.poisoned += 1
+        POISONED.labels(topic=record.topic).inc()
+        log.exception("%s[%d]@%d: handling failed; dead-lettered, state unchanged",
+                      record.topic, record.partition, record.offset, exc_info=exc)
+        self.on_poison(record, batch, exc)
+
+    # -- the transaction ---------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """Commit the open transaction: outputs sent, changed state, offsets handled; begin the next."""
         self.next_commit = time.monotonic() + self.commit_every_s
-
-    def _advance(self) -> None:
-        """Take the oldest checkpoints as far as the broker's acknowledgements allow."""
-        if self.failures:
-            raise DeliveryFailed(
-                f"{len(self.failures)} messages refused by the broker, offsets not committed: "
-                + "; ".join(self.failures[:5])
-            )
-        while self.sealed:
-            checkpoint = self.sealed[0]
-            if checkpoint.unacknowledged:
-                return  # its outputs (or changelog messages) are still on their way
-            if checkpoint.changelog:
-                # Outputs first: state that says an alert was raised must never reach the changelog
-                # ahead of the alert itself, or a crash between the two would lose the alert for good.
-                for topic, key, data, partition in checkpoint.changelog:
-                    self._produce(topic, key, data, partition=partition, checkpoint=checkpoint)
-                checkpoint.changelog = []
-                continue
-            self.sealed.popleft()
-            self._commit_offsets(checkpoint.offsets)
-
-    def _commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
-        offsets = {**self.refused, **offsets}  # later offsets of a partition replace earlier ones
-        if not offsets:
+        if self.failed:
+            return
+        for table in self.tables:
+            for key, data, partition in table.changelog_messages():
+                self._produce(table.changelog, key, data, partition=partition)
+        if not self.produced and not self.pending:
             return
         started = time.perf_counter()
-        try:
-            self.consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+        offsets = self._positions(self.pending)
+        if offsets:
+            self._call(
+                "send_offsets_to_transaction", self.producer.send_offsets_to_transaction,
+                offsets, self.consumer.consumer_group_metadata(), CALL_TIMEOUT_S,
             )
-        except KafkaException as exc:
-            # Refused during a rebalance, say: kept, and tried again with the next checkpoint. An
-            # asynchronous commit lost this way left a group behind for good.
-            log.warning("commit of %d partitions refused (%s); trying again", len(offsets), exc)
-            self.refused = offsets
-        else:
-            self.refused = {}
+        self._call("commit_transaction", self.producer.commit_transaction, CALL_TIMEOUT_S)
+        self.pending = {}
+        self.produced = 0
+        self.producer.begin_transaction()
         took = time.perf_counter() - started
+        TRANSACTION_SECONDS.observe(took)
         if took > SLOW_S:
             log.info("slow commit: %d partitions in %.2f s", len(offsets), took)
 
-    def _complete(self) -> None:
-        """Seal what has been handled and wait until every checkpoint is committed."""
-        self._seal()
-        self._wait_until_sealed(0)
+    def _positions(self, handled: dict[tuple[str, int], int]) -> list[TopicPartition]:
+        """The offsets to commit for the partitions handled: the consumer's position where it is
+        past the last message handled (a transaction's marker follows the re-keyed topics' last
+        messages, and a group's lag reads 0 only past it), else the next offset after it."""
+        wanted = [TopicPartition(t, p) for t, p in handled]
+        positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(wanted)}
+        return [
+            TopicPartition(t, p, max(next_offset, positions.get((t, p), -1)))
+            for (t, p), next_offset in handled.items()
+        ]
 
-    def _wait_until_sealed(self, most: int, timeout_s: float = 60.0) -> None:
-        """Wait for acknowledgements until at most ``most`` checkpoints are incomplete."""
-        deadline = time.monotonic() + timeout_s
+    def _call(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """A transactional call, retried while the broker says it may yet pass; an error that
+        needs the transaction aborted, or any other, ends the engine (aborted by ``run``)."""
+        deadline = time.monotonic() + CALL_TIMEOUT_S
         while True:
-            self._advance()
-            if len(self.sealed) <= most:
-                return
-            if time.monotonic() > deadline:
-                raise DeliveryFailed(f"outputs not acknowledged in {timeout_s:.0f} s; offsets not committed")
-            self.producer.poll(0.05)
+            try:
+                return call(*args)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.retriable() and time.monotonic() < deadline:
+                    log.info("%s: %s; trying again", what, error.str())
+                    time.sleep(0.1)
+                    continue
+                raise DeliveryFailed(
+                    f"{what} failed ({error.str()}): the transaction is aborted and nothing it held is "
+                    "committed; the worker stops for its supervisor to restart it"
+                ) from exc
 
     def _send(self, batch: Batch) -> None:
         out: Counter[str] = Counter()
@@ -488,25 +589,24 @@ class Engine:
         *,
         partition: int | None = None,
         timestamp_ms: int | None = None,
-        checkpoint: _Checkpoint | None = None,
     ) -> None:
-        """Send a message; it counts against ``checkpoint`` (default: the open one) until acknowledged."""
-        counted = checkpoint or self.open
+        """Send a message in the open transaction (refusals surface when it commits)."""
         while True:
             try:
                 # partition -1 and timestamp 0 are librdkafka's "not given"
                 self.producer.produce(
-                    topic, value, key, -1 if partition is None else partition, counted.delivered,
-                    timestamp_ms or 0,
+                    topic, value, key, -1 if partition is None else partition, None, timestamp_ms or 0
                 )
                 break
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain it
-        counted.unacknowledged += 1
+        self.produced += 1
 
     # -- partitions coming and going ----------------------------------------------------------
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Restoring can take long: not inside a transaction the broker would time out.
+        self._commit()
         now = time.monotonic()
         for tp in partitions:
             held = TopicPartition(tp.topic, tp.partition)
@@ -520,15 +620,30 @@ class Engine:
         log.info("assigned %s", _names(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._complete()  # the next owner starts from what this worker has handled
-        for tp in partitions:
-            self.refused.pop((tp.topic, tp.partition), None)  # if refused, the next owner redoes it
-            self.assigned.pop((tp.topic, tp.partition), None)
-            self.start_offsets.pop((tp.topic, tp.partition), None)
-            for table in self.tables:
-                if table.source == tp.topic:
-                    table.drop(tp.partition)
+        self._commit()  # the next owner starts from what this worker has handled (nothing if failed)
+        self._forget(partitions)
         log.info("revoked %s", _names(partitions))
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions the group gave away while this worker was not looking: another owner may
+        already be writing their changelogs, so nothing of the open transaction may commit."""
+        log.error("lost %s: the group gave them away (a lapsed session or poll interval)",
+                  _names(partitions))
+        self._fail()
+        self._forget(partitions)
+        raise PartitionsLost(f"lost {_names(partitions)}; the open transaction was aborted")
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        gone = [(tp.topic, tp.partition) for tp in partitions]
+        for topic, partition in gone:
+            self.assigned.pop((topic, partition), None)
+            self.start_offsets.pop((topic, partition), None)
+            self.pending.pop((topic, partition), None)
+            for table in self.tables:
+                if table.source == topic:
+                    table.drop(partition)
+        if self.on_revoke is not None:
+            self.on_revoke(gone)
 
     def _restore(self, table: Table, partition: int) -> None:
         """Read the state of ``partition`` back from the table's changelog."""
@@ -604,23 +719,6 @@ class Engine:
                 ):
                     raise
                 time.sleep(0.2)
-
-
-@dataclass(eq=False)
-class _Checkpoint:
-    """Offsets handled before a commit point, the changelog messages of the state they left, and
-    how many messages sent on its account the broker has yet to acknowledge."""
-
-    failures: list[str]  # the engine's: any refusal stops it
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    changelog: list[tuple[str, bytes, bytes | None, int]] = field(default_factory=list)
-    unacknowledged: int = 0
-
-    def delivered(self, error: KafkaError | None, message: Message) -> None:
-        """librdkafka's delivery report of a message sent on this checkpoint's account."""
-        self.unacknowledged -= 1
-        if error is not None:
-            self.failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
 
 
 _NOT_READY = (

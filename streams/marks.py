@@ -36,6 +36,7 @@ from streams.app import (
     PARTITIONS,
     dead_letter,
     enabled,
+    forgets_revoked,
     watermarks,
 )
 from streams.engine import Assigned, Batch, Record
@@ -50,6 +51,13 @@ RESEND_S = 60.0  # also unchanged marks, for a re-keyed partition whose worker r
 WAITING = "waiting"  # what was last sent for a source: its mark, None (idle) or WAITING
 _sent: dict[str, tuple[datetime | str | None, float]] = {}
 _moved: dict[str, tuple[datetime | None, float]] = {}  # a source's last watermark, and since when
+
+
+@forgets_revoked
+def _forget_sources(gone: list[tuple[str, int]]) -> None:
+    for topic, partition in gone:
+        _sent.pop(f"{topic}:{partition}", None)
+        _moved.pop(f"{topic}:{partition}", None)
 
 
 def send_marks(batch: Batch, assigned: list[Assigned]) -> None:

@@ -55,6 +55,11 @@ class MergedWatermark:
         self.marks.setdefault(partition, {}).setdefault(source, None)
         self.waiting.setdefault(partition, set()).add(source)
 
+    def forget(self, partition: str) -> None:
+        """Drop what was heard on a re-keyed ``partition`` this worker no longer reads."""
+        self.marks.pop(partition, None)
+        self.waiting.pop(partition, None)
+
     def current(self, partition: str) -> datetime | None:
         return self._merged(partition)
 

@@ -23,6 +23,8 @@ from streams.app import (
     RULES,
     TABLES,
     enabled,
+    forget_revoked,
+    poisoned,
     prepare,
     select_rules,
     settings,
@@ -98,6 +100,8 @@ def build(
         tick=send_marks,
         tick_every_s=EVERY_S,
         before_batch=report_waiting,
+        on_poison=poisoned,
+        on_revoke=forget_revoked,
     )
 
 

@@ -6,7 +6,15 @@ from datetime import datetime
 
 from hubstream.protect import pseudonym
 from streams import rules, translate
-from streams.app import ASSOCIATION_LINKS, dead_letter, enabled, rule_config, send_alerts, state_table
+from streams.app import (
+    ASSOCIATION_LINKS,
+    dead_letter,
+    enabled,
+    forgets_revoked,
+    rule_config,
+    send_alerts,
+    state_table,
+)
 from streams.engine import Batch, Record
 from streams.marks import ASSOCIATION_SOURCES, take_mark
 from streams.rules import association
@@ -15,6 +23,12 @@ from streams.watermarks import MergedWatermark
 states = state_table("association", ASSOCIATION_LINKS, association.AssociationState, "association")
 # Fed by every partition of both intelligence topics.
 merged = MergedWatermark(ASSOCIATION_SOURCES)
+
+
+@forgets_revoked
+def _forget_merged(gone: list[tuple[str, int]]) -> None:
+    for topic, partition in gone:
+        merged.forget(f"{topic}:{partition}")
 
 
 def forward_to_associations(

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from streams import rules, translate
-from streams.app import HOTSPOT_OBSERVATIONS, dead_letter, enabled, rule_config, send_alerts, state_table
+from streams.app import (
+    HOTSPOT_OBSERVATIONS,
+    dead_letter,
+    enabled,
+    forgets_revoked,
+    rule_config,
+    send_alerts,
+    state_table,
+)
 from streams.engine import Batch, Parts, Record
 from streams.marks import HOTSPOT_SOURCES, take_mark
 from streams.rules import hotspot
@@ -20,6 +28,12 @@ states = state_table(
 )
 # Fed by every partition of the missing-episode and both intelligence topics.
 merged = MergedWatermark(HOTSPOT_SOURCES)
+
+
+@forgets_revoked
+def _forget_merged(gone: list[tuple[str, int]]) -> None:
+    for topic, partition in gone:
+        merged.forget(f"{topic}:{partition}")
 
 
 def forward_to_hotspots(event: rules.RuleEvent, source: Record, watermark: datetime, batch: Batch) -> None:

@@ -16,6 +16,7 @@ from streams.app import (
     dead_letter,
     decode,
     enabled,
+    forgets_revoked,
     json_table,
     observe,
     rule_config,
@@ -40,6 +41,13 @@ due = json_table("return-interview-due", MISSING, "return_interview")
 # needed, so also after a restore: the table's dict is held here and compared by identity).
 # Entries the table no longer holds are skipped when they surface.
 _queues: dict[int, tuple[dict[str, dict[str, str]], list[tuple[str, str]]]] = {}
+
+
+@forgets_revoked
+def _forget_queues(gone: list[tuple[str, int]]) -> None:
+    for topic, partition in gone:
+        if topic == MISSING:
+            _queues.pop(partition, None)
 
 
 def _queue(partition: int) -> list[tuple[str, str]]:

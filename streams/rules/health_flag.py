@@ -10,6 +10,7 @@ State is per child (the hub-decisions key). Pure: no I/O, time from the decision
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
@@ -28,13 +29,18 @@ class FlagState:
     period_start: str | None = None  # ISO date, so the state is plain JSON
     owning_authority: str | None = None
     contact_phone: str | None = None
+    # Every decision folded in (event ids, sorted): a replay after a crash, or a decision
+    # delivered twice, is recognised and publishes nothing. A child has a handful of decisions.
+    applied: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> FlagState:
-        return cls(**data) if data else cls()
+        if not data:
+            return cls()
+        return cls(**{**data, "applied": tuple(data.get("applied", ()))})
 
 
 def flag_id(person_key: str, code: str = AT_RISK_CODE) -> str:
@@ -64,10 +70,22 @@ def _flag(decision: dict[str, Any], state: FlagState, status: str, period_end: d
 
 
 def apply(state: FlagState, decision: dict[str, Any]) -> tuple[FlagState, list[dict[str, Any]]]:
-    """Fold one HubDecision record into the child's flag state; returns flag events to publish."""
+    """Fold one HubDecision record into the child's flag state; returns flag events to publish.
+    A decision already applied (by event id) changes nothing and publishes nothing."""
     occurred: datetime = decision["occurred_at"]
     if occurred.tzinfo is None:
         raise ValueError(f"occurred_at must be timezone-aware UTC, got {occurred!r}")
+    event_id: str = decision["event_id"]
+    at = bisect.bisect_left(state.applied, event_id)
+    if at < len(state.applied) and state.applied[at] == event_id:
+        return state, []
+    state, flags = _apply(state, decision, occurred)
+    return replace(state, applied=(*state.applied[:at], event_id, *state.applied[at:])), flags
+
+
+def _apply(
+    state: FlagState, decision: dict[str, Any], occurred: datetime
+) -> tuple[FlagState, list[dict[str, Any]]]:
     known = replace(
         state,
         nhs_number=decision.get("nhs_number") or state.nhs_number,

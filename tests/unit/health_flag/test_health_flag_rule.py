@@ -202,3 +202,30 @@ def test_a_flag_is_made_inactive_only_once_after_being_active(steps) -> None:
     assert all(not (a == b == "inactive") for a, b in itertools.pairwise(statuses))
     assert statuses[:1] != ["inactive"]
     assert state.active == (statuses[-1:] == ["active"])
+
+
+def test_a_replayed_decision_publishes_nothing_again() -> None:
+    """A replay from before a crash hands the rule decisions it has applied: a re-delivered case
+    opening after the case closed must not make the closed flag active again."""
+    opened = decided("case_opened", 0, nhs_number=NHS)
+    closed = decided("case_closed", 10, reason="Risk reduced; agreed at the panel")
+    state, flags = run([opened, closed])
+    assert [f["status"] for f in flags] == ["active", "inactive"]
+    replayed, again = run([opened, closed], state)
+    assert again == []
+    assert replayed == state
+
+
+@given(st.permutations(range(4)), st.integers(min_value=1, max_value=3))
+def test_decisions_applied_twice_in_any_prefix_publish_what_once_did(order: list[int], repeats: int) -> None:
+    decisions = [
+        decided("case_opened", 0, nhs_number=NHS),
+        decided("risk_level_set", 1, risk_level="high"),
+        decided("case_closed", 2, reason="Moved out of the area"),
+        decided("case_opened", 3),
+    ]
+    once_state, once = run(decisions)
+    replays = [d for i in order[:repeats] for d in decisions[: i + 1]]
+    twice_state, twice = run(replays, once_state)
+    assert twice == []
+    assert twice_state.active == once_state.active
