@@ -44,11 +44,15 @@ def topics() -> None:
 
 @topics.command("create")
 def topics_create() -> None:
-    """Create every catalogued topic that does not exist yet (idempotent)."""
-    from hubstream.kafka import create_topics
+    """Create every catalogued topic that does not exist yet (idempotent), then wait until the
+    broker's group and transaction coordinators answer, so the first group starts at once."""
+    from hubstream.kafka import create_topics, warm_coordinators
 
-    created = create_topics(_settings())
+    settings = _settings()
+    created = create_topics(settings)
     click.echo(f"topics: {len(created)} created, {len(topic_catalogue.ALL) - len(created)} already there")
+    warm_coordinators(settings)
+    click.echo("coordinators: group and transaction coordinators answer")
 
 
 @topics.command("list")

@@ -25,6 +25,7 @@ from tqdm import tqdm  # tqdm ships no type information
 from hubstream import kafka, kafka_security
 from hubstream.kafka import create_topics
 from hubstream.progress import wait_for_group, worker_topics
+from hubstream.retry import retrying
 from hubstream.settings import Settings
 
 PREFIX = "demo."
@@ -52,16 +53,20 @@ def _demo_env(settings: Settings) -> dict[str, str]:
 
 def _reset(settings: Settings, admin_dsn: str) -> None:
     admin = kafka.admin(settings)
+
+    def left() -> list[str]:
+        return [t for t in retrying("list_topics", admin.list_topics) if t.startswith(PREFIX)]
+
     try:
-        old = [t for t in admin.list_topics() if t.startswith(PREFIX)]
+        old = left()
         if old:
-            admin.delete_topics(old)
+            kafka.delete_topics(admin, old)
             deadline = time.monotonic() + 30
-            while any(t.startswith(PREFIX) for t in admin.list_topics()) and time.monotonic() < deadline:
+            while left() and time.monotonic() < deadline:
                 time.sleep(0.5)
-        groups = [g for g, *_ in admin.list_groups() if str(g).startswith(PREFIX)]
+        groups = [g for g, *_ in retrying("list_groups", admin.list_groups) if str(g).startswith(PREFIX)]
         if groups:
-            admin.delete_groups(groups)
+            retrying(f"delete_groups {', '.join(groups)}", lambda: admin.delete_groups(groups))
     finally:
         admin.close()
     conn = psycopg2.connect(admin_dsn)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, TransactionalIdNotFoundError
 
 from hubstream import kafka_security, topics
+from hubstream.retry import retrying
 from hubstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,14 +83,14 @@ def ensure_topics(
     broker's metadata lists every one with its partitions; return the names created."""
     client = admin(settings, principal)
     try:
-        existing = set(client.list_topics())
+        existing = set(retrying("list_topics", client.list_topics))
         missing = [spec for spec in specs if spec[0] not in existing]
         if missing:
+            new = [NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=config)
+                   for name, n, config in missing]
             try:
-                client.create_topics(
-                    [NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=config)
-                     for name, n, config in missing]
-                )
+                what = f"create_topics {', '.join(n for n, _, _ in missing)}"
+                retrying(what, lambda: client.create_topics(new))
             except TopicAlreadyExistsError:
                 log.info("topics created concurrently by another process")
     finally:
@@ -96,11 +99,59 @@ def ensure_topics(
     try:
         deadline = time.monotonic() + wait_s
         for name, partitions, _ in specs:
-            while len(metadata.partitions_for_topic(name) or ()) < partitions:
+            while len(_partitions_of(metadata, name)) < partitions:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"topic {name} did not show {partitions} partitions within {wait_s}s")
                 time.sleep(0.2)
-                metadata.topics()  # refresh the metadata
+                retrying("topics (metadata refresh)", metadata.topics)
     finally:
         metadata.close()
     return [name for name, _, _ in missing]
+
+
+def _partitions_of(metadata: KafkaConsumer, name: str) -> set[int]:
+    return set(retrying(f"partitions_for_topic({name!r})", lambda: metadata.partitions_for_topic(name)) or ())
+
+
+def delete_topics(client: KafkaAdminClient, names: Sequence[str]) -> None:
+    """Delete these topics, retrying as :func:`hubstream.retry.retrying` does; each attempt
+    deletes only those still listed, so a retry after a deletion that went through is done."""
+
+    def attempt() -> None:
+        still = set(client.list_topics()) & set(names)
+        if still:
+            client.delete_topics(sorted(still))
+
+    retrying(f"delete_topics {', '.join(names)}", attempt)
+
+
+# A group and a transactional id nobody uses: asking for their coordinators makes the broker
+# create __consumer_offsets and __transaction_state, and leaves neither group nor transaction.
+COORDINATOR_PROBE = "hubstream-coordinator-probe"
+
+
+def warm_coordinators(settings: Settings, principal: str = "admin") -> None:
+    """Wait until the broker's group and transaction coordinators answer.
+
+    A broker creates both on first use, and until their partitions have leaders every group
+    lookup answers COORDINATOR_NOT_AVAILABLE (or NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
+    Asking once for each, retrying, after the stack starts lets the first real group and the
+    first transactional producer start at once. On a warm broker this is two round trips.
+    """
+    client = admin(settings, principal)
+    try:
+        retrying(
+            f"find the group coordinator (offsets of group {COORDINATOR_PROBE})",
+            lambda: client.list_group_offsets(COORDINATOR_PROBE),
+        )
+        retrying(
+            f"find the transaction coordinator (transactional id {COORDINATOR_PROBE})",
+            lambda: _describe_probe_transaction(client),
+        )
+    finally:
+        client.close()
+
+
+def _describe_probe_transaction(client: KafkaAdminClient) -> None:
+    with contextlib.suppress(TransactionalIdNotFoundError):  # the coordinator answered: no such id
+        client.describe_transactions([COORDINATOR_PROBE])

@@ -39,6 +39,7 @@ from kafka.admin import (
 )
 
 from hubstream import topics
+from hubstream.retry import is_retriable, retrying
 from hubstream.settings import PROJECT_ROOT, Settings
 
 ACL_FILE = PROJECT_ROOT / "deploy" / "local" / "kafka" / "acls.json"
@@ -204,7 +205,8 @@ def _acls_on(admin: KafkaAdminClient, pattern: ResourcePattern) -> list[ACL]:
             pattern.resource_type, pattern.resource_name, pattern.pattern_type
         ),
     )
-    found, _error = admin.describe_acls(acl_filter)  # raises on error
+    what = f"describe_acls on {pattern.resource_type.name} {pattern.resource_name!r}"
+    found, _error = retrying(what, lambda: admin.describe_acls(acl_filter))  # raises on error
     return list(found)
 
 
@@ -242,10 +244,19 @@ def apply_acls(admin_client: KafkaAdminClient, prefix: str = "", path: Path = AC
         _delete(admin_client, extra)
     missing = [a for a in wanted if _acl_key(a) not in existing_keys]
     if missing:
-        result = admin_client.create_acls(missing)
-        if result["failed"]:
-            raise SecurityConfigError(f"the broker refused {len(result['failed'])} ACLs: {result['failed']}")
+        retrying(f"create_acls ({len(missing)} ACLs)", lambda: _create(admin_client, missing))
     return wanted
+
+
+def _create(admin_client: KafkaAdminClient, acls: list[ACL]) -> None:
+    """Create the ACLs; a retriable failure is raised for :func:`retrying` (creating an ACL that
+    exists already succeeds, so the next attempt may send them all again)."""
+    failed = admin_client.create_acls(acls)["failed"]
+    if failed:
+        errors = [error() for error in failed]  # error classes, one per failed ACL
+        if all(is_retriable(e) for e in errors):
+            raise errors[0]
+        raise SecurityConfigError(f"the broker refused {len(failed)} ACLs: {failed}")
 
 
 def remove_acls(admin_client: KafkaAdminClient, prefix: str, path: Path = ACL_FILE) -> int:
@@ -262,11 +273,20 @@ def remove_acls(admin_client: KafkaAdminClient, prefix: str, path: Path = ACL_FI
 
 
 def _delete(admin_client: KafkaAdminClient, acls: Sequence[ACL]) -> int:
+    filters = [_exact_filter(a) for a in acls]
     deleted = 0
-    for _filter, matched, error in admin_client.delete_acls([_exact_filter(a) for a in acls]):
-        if error.errno != 0:
-            raise SecurityConfigError(f"deleting ACL {_filter} failed: {error.__name__}")
-        deleted += len(matched)
+
+    def attempt() -> None:
+        # Deleting an ACL already gone matches nothing, so a retry sends every filter again.
+        nonlocal deleted
+        for _filter, matched, error in admin_client.delete_acls(filters):
+            deleted += len(matched)
+            if error.errno != 0:
+                if is_retriable(error()):
+                    raise error(f"deleting ACL {_filter}")
+                raise SecurityConfigError(f"deleting ACL {_filter} failed: {error.__name__}")
+
+    retrying(f"delete_acls ({len(filters)} filters)", attempt)
     return deleted
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 from kafka import TopicPartition
 
 from hubstream import kafka, topics
+from hubstream.retry import retrying
 from hubstream.settings import Settings
 
 WORKER_INPUTS = (
@@ -25,18 +27,27 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float, what: str, ev
 
 
 def lag(settings: Settings, group: str, topic_names: list[str]) -> int | None:
-    """Messages the group has not committed yet on these topics; None if one is not there yet."""
+    """Messages the group has not committed yet on these topics; None if one is not there yet.
+
+    A group nobody has used yet has committed nothing: all of it. The calls wait out a broker
+    whose group coordinator is still starting (:func:`hubstream.retry.retrying`).
+    """
     admin = kafka.admin(settings)
     consumer = kafka.consumer(settings)
     try:
-        committed = admin.list_group_offsets(group).get(group, {})
+        offsets = retrying(f"list_group_offsets({group!r})", lambda: admin.list_group_offsets(group))
+        committed = offsets.get(group, {})
         wanted: list[TopicPartition] = []
         for name in topic_names:
-            partitions = consumer.partitions_for_topic(name)
+            partitions = retrying(
+                f"partitions_for_topic({name!r})", partial(consumer.partitions_for_topic, name)
+            )
             if not partitions:
                 return None
             wanted += [TopicPartition(name, p) for p in partitions]
-        end = consumer.end_offsets(wanted)
+        end = retrying(
+            f"end_offsets of {', '.join(topic_names)}", lambda: consumer.end_offsets(wanted)
+        )
         behind: int = sum(max(0, end[tp] - (committed[tp].offset if tp in committed else 0)) for tp in wanted)
         return behind
     finally:

@@ -27,6 +27,7 @@ from hubstream import kafka, topics
 from hubstream.kafka import create_topics
 from hubstream.kafka_security import apply_acls, remove_acls
 from hubstream.progress import wait_for_group, worker_topics
+from hubstream.retry import retrying
 from hubstream.serde import serde_for
 from hubstream.settings import PROJECT_ROOT, Settings
 
@@ -163,9 +164,9 @@ def _with_admin(base: Settings, work: Callable[[KafkaAdminClient], object]) -> N
 def _delete_topics(base: Settings, prefix: str) -> None:
     admin = kafka.admin(base)
     try:
-        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+        mine = [t for t in retrying("list_topics", admin.list_topics) if t.startswith(prefix)]
         if mine:
-            admin.delete_topics(mine)
+            kafka.delete_topics(admin, mine)
     finally:
         admin.close()
 
@@ -174,10 +175,11 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> li
     """Every message now on ``topic`` (read from the beginning up to the end offsets)."""
     consumer = kafka.consumer(settings, enable_auto_commit=False)
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        found = retrying(f"partitions_for_topic({topic!r})", lambda: consumer.partitions_for_topic(topic))
+        partitions = [TopicPartition(topic, p) for p in found or ()]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
+        end = retrying(f"end_offsets of {topic}", lambda: consumer.end_offsets(partitions))
         messages: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in partitions):
@@ -196,7 +198,8 @@ def decoded(settings: Settings, topic: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def wait_for_worker(ns: Namespace, group: str, *, timeout_s: float = 120.0) -> None:
-    """Wait until the worker has consumed every input and re-keyed topic, stably."""
+    """Wait until the worker has consumed every input and re-keyed topic, stably (each lag
+    lookup waits out a group coordinator still starting: hubstream.retry)."""
 
     def check_alive() -> None:
         for proc in ns.processes:
