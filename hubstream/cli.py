@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import click
 
@@ -71,7 +71,7 @@ def topics_list() -> None:
 
 @cli.command()
 @click.argument("event_kind")
-@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="JSON lines to publish; standard input when omitted.")
 @click.option("--topic", default=None, help="Override the topic the kind is routed to.")
 @click.option(
@@ -90,15 +90,24 @@ def publish(
     EVENT_KIND is one of: police-intelligence, partner-intelligence, missing-episode, hub-decision,
     or `mixed` for simulator output (each line says its kind). Every line is checked against its
     schema before anything is sent; bad lines are reported (line, field, value), sent to the
-    dead-letter topic with the reason, and make the exit status 1.
+    dead-letter topic with the reason, and make the exit status 1. So are lines that are not
+    UTF-8 or not JSON, and lines whose message would be over the topic's size limit
+    (topics.MAX_KEY_AND_VALUE_BYTES); blank lines are skipped.
     """
-    from producers.publish import publish_lines
+    from producers.publish import KINDS, DeliveryError, publish_lines
+    from schemas import RegistryError
 
-    stream: TextIO = path.open(encoding="utf-8") if path else sys.stdin
-    with stream:
-        result = publish_lines(
-            _settings(), event_kind, stream, topic=topic, progress=progress, principal=principal
-        )
+    if event_kind not in KINDS:
+        raise click.BadParameter(f"must be one of {', '.join(KINDS)}", param_hint="EVENT_KIND")
+    # Bytes, not text: a line that is not UTF-8 is a bad line, not the end of the input.
+    stream: BinaryIO = path.open("rb") if path else sys.stdin.buffer
+    try:
+        with stream:
+            result = publish_lines(
+                _settings(), event_kind, stream, topic=topic, progress=progress, principal=principal
+            )
+    except (DeliveryError, RegistryError) as exc:
+        raise click.ClickException(f"publishing stopped: {exc}") from None
     for problem in result.problems:
         click.echo(problem, err=True)
     click.echo(f"published {result.published}, rejected {result.rejected} (sent to dead letters)")
@@ -142,9 +151,15 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
 )
 @click.option(
     "--commit-interval", type=click.FloatRange(0, 60), default=2.0, show_default=True,
-    help="Seconds between commits (outputs acknowledged, changelogs written, offsets committed); "
-    "a crashed worker handles at most this much again. Alerts do not wait for commits; each "
-    "commit waits for the broker, so shorter intervals cost replay throughput.",
+    help="Seconds between transaction commits (outputs, changelogs and offsets together); a "
+    "crashed worker handles at most this much again, and readers that read committed (the "
+    "sinks) see alerts at most this much later. Each commit waits for the broker, so shorter "
+    "intervals cost replay throughput.",
+)
+@click.option(
+    "--session-timeout", type=click.FloatRange(6, 300), default=45.0, show_default=True,
+    help="Seconds without a heartbeat before the group gives this worker's partitions to another "
+    "(a frozen or paused worker is then fenced: its transaction cannot commit).",
 )
 @click.option(
     "--rules", default=None, metavar="RULE[,RULE...]",
@@ -161,13 +176,17 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
     "reads all state back at each rebalance. Use range with several workers on several cores.",
 )
 def worker(
-    metrics_port: int, max_batch: int, commit_interval: float, rules: str | None, assignor: str
+    metrics_port: int, max_batch: int, commit_interval: float, session_timeout: float,
+    rules: str | None, assignor: str,
 ) -> None:
     """Start the stream processors: correlate agency events into alerts and health flags.
 
     Several workers share the work through Kafka partitions (give each its own --metrics-port).
     State is kept in memory and in compacted changelog topics, read back when a worker is
-    given a partition. Stop with Ctrl-C or SIGTERM: the batch in hand is finished first.
+    given a partition. Stop with Ctrl-C or SIGTERM: the batch in hand is finished and committed
+    first. Exactly once: outputs, changelogs and offsets commit in one Kafka transaction. On any
+    failure (the broker, a lost partition, a fenced transaction) the open transaction is aborted
+    and the worker exits with status 1 for its supervisor to restart it (deploy/supervisor/).
 
     To replay history under a changed rule, run that rule alone in a group of its own (a new
     group starts from the beginning of the topics; alerts under unchanged settings keep their
@@ -184,7 +203,11 @@ def worker(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--rules") from None
     serve(metrics_port)
-    run_worker(max_batch=max_batch, commit_every_s=commit_interval, assignor=assignor)
+    code = run_worker(
+        max_batch=max_batch, commit_every_s=commit_interval, assignor=assignor,
+        session_timeout_s=session_timeout,
+    )
+    sys.exit(code)
 
 
 @cli.group()

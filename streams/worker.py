@@ -87,12 +87,14 @@ def _catalogued_partitions(name: str) -> int:
 
 
 def build(
-    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = DEFAULT_ASSIGNOR
+    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = DEFAULT_ASSIGNOR,
+    session_timeout_s: float = 45.0,
 ) -> Engine:
     handlers, tables = running()
+    consumer_config = {"fetch.min.bytes": 1, "session.timeout.ms": int(session_timeout_s * 1000)}
     return Engine(
         APP_ID, handlers, tables,
-        consumer_config=librdkafka_config(settings, "worker", **{"fetch.min.bytes": 1}),
+        consumer_config=librdkafka_config(settings, "worker", **consumer_config),
         producer_config=librdkafka_config(settings, "worker"),
         max_batch=max_batch,
         commit_every_s=commit_every_s,
@@ -131,12 +133,25 @@ def tune_gc() -> None:
 
 
 def run_worker(
-    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = DEFAULT_ASSIGNOR
-) -> None:
+    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = DEFAULT_ASSIGNOR,
+    session_timeout_s: float = 45.0,
+) -> int:
+    """Run until stopped: 0 when stopped by a signal, 1 after a failure (the open transaction
+    aborted, nothing of it kept), for the supervisor to restart the worker."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_gc()
     log.info("rules: %s", ", ".join(r for r in RULES if r in enabled))
     prepare()
     # Made before the group starts, so that a first assignment finds every changelog.
     ensure_topics(settings, worker_topic_specs(), principal="worker")
-    build(max_batch=max_batch, commit_every_s=commit_every_s, assignor=assignor).run()
+    engine = build(
+        max_batch=max_batch, commit_every_s=commit_every_s, assignor=assignor,
+        session_timeout_s=session_timeout_s,
+    )
+    try:
+        engine.run()
+    except Exception:
+        log.exception("worker %s failed; its open transaction was aborted. Exiting with status 1 "
+                      "for the supervisor to restart it", APP_ID)
+        return 1
+    return 0

@@ -1,0 +1,128 @@
+"""The engine's failure paths against the real broker: nothing of a failed transaction is kept,
+a poisoned record is dead-lettered with its state changes undone, and no output is lost or sent
+twice (read committed)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from hubstream.kafka import librdkafka_config
+from streams.engine import Batch, Engine, Record, Table
+from tests.support.stack import Namespace
+
+EVENTS = 40
+
+
+class Pipeline:
+    """A source topic of numbered events, an output per event not seen before (as the rules
+    ignore an event they have seen), and a table of the events each key has seen."""
+
+    def __init__(self, ns: Namespace, name: str) -> None:
+        self.config = librdkafka_config(ns.settings, "admin")
+        self.group = f"{ns.prefix}{name}"
+        self.source, self.output, self.dead = (f"{self.group}-{t}" for t in ("in", "out", "dead"))
+        self.table = Table("seen", self.source, lambda v: json.dumps(v).encode(), json.loads)
+        admin = AdminClient(self.config)
+        topics = [NewTopic(t, 2, 1) for t in (self.source, self.output, self.dead)]
+        topics.append(NewTopic(f"{self.group}-seen-changelog", 2, 1, config={"cleanup.policy": "compact"}))
+        for future in admin.create_topics(topics).values():
+            future.result(30)
+        producer = Producer(self.config)
+        for n in range(EVENTS):
+            producer.produce(self.source, str(n).encode(), f"k{n % 4}".encode())
+        assert producer.flush(30) == 0
+
+    def handler(self, fail: Callable[[Record], None]) -> Callable[[Record, Batch], None]:
+        def handle(record: Record, batch: Batch) -> None:
+            key = record.key.decode() if record.key else ""
+            seen = self.table.get(record.partition, key) or []
+            if record.value.decode() in seen:
+                return
+            self.table.set(record.partition, key, [*seen, record.value.decode()])
+            batch.send(self.output, record.key, record.value)
+            fail(record)
+
+        return handle
+
+    def engine(self, fail: Callable[[Record], None] = lambda r: None, **kwargs: Any) -> Engine:
+        return Engine(
+            self.group, {self.source: self.handler(fail)}, [self.table], self.config, self.config,
+            commit_every_s=0.2, **kwargs,
+        )
+
+    def run_until_outputs(self, engine: Engine, count: int, timeout_s: float = 60) -> None:
+        """Run ``engine`` until ``count`` outputs are committed, then stop it."""
+        thread = threading.Thread(target=engine.run, kwargs={"install_signal_handlers": False})
+        thread.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(self.committed(self.output)) < count and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            engine.stop()
+            thread.join(60)
+
+    def committed(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        reader = Consumer({**self.config, "group.id": f"{self.group}-reader-{time.monotonic_ns()}",
+                           "isolation.level": "read_committed", "enable.partition.eof": True,
+                           "auto.offset.reset": "earliest"})
+        reader.assign([TopicPartition(topic, p, 0) for p in range(2)])
+        found, ends = [], 0
+        deadline = time.monotonic() + 20
+        try:
+            while ends < 2 and time.monotonic() < deadline:
+                for m in reader.consume(500, 0.5):
+                    if m.error() is not None:
+                        ends += 1
+                    else:
+                        found.append((m.key(), m.value()))
+        finally:
+            reader.close()
+        return found
+
+
+def test_an_exception_mid_batch_keeps_nothing_of_the_batch_and_a_restart_loses_no_output(
+    ns: Namespace,
+) -> None:
+    pipeline = Pipeline(ns, "engine-crash")
+
+    def crash_at_20(record: Record) -> None:
+        if record.value == b"20":
+            raise OSError("the disk went away")  # not the record's fault: the engine stops
+
+    with pytest.raises(OSError, match="the disk went away"):
+        pipeline.engine(crash_at_20, max_batch=EVENTS).run(install_signal_handlers=False)
+    pipeline.run_until_outputs(pipeline.engine(), EVENTS)
+
+    outputs = sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v)
+    assert outputs == list(range(EVENTS))  # none lost, none twice
+
+
+def test_a_poisoned_record_is_dead_lettered_and_leaves_the_state_as_before(ns: Namespace) -> None:
+    pipeline = Pipeline(ns, "engine-poison")
+
+    def poison_7(record: Record) -> None:
+        if record.value == b"7":
+            raise ValueError("year 10000 is out of range")
+
+    def dead_letter(record: Record, batch: Batch, exc: Exception) -> None:
+        batch.send(pipeline.dead, record.key, f"{record.value.decode()}: {exc}".encode())
+
+    engine = pipeline.engine(poison_7, on_poison=dead_letter)
+    pipeline.run_until_outputs(engine, EVENTS - 1)
+
+    outputs = sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v)
+    assert outputs == [n for n in range(EVENTS) if n != 7]
+    assert [v for _, v in pipeline.committed(pipeline.dead)] == [b"7: year 10000 is out of range"]
+    changelog = {k: json.loads(v) for k, v in pipeline.committed(f"{pipeline.group}-seen-changelog") if v}
+    seen = sorted(int(n) for events in changelog.values() for n in events)
+    assert seen == [n for n in range(EVENTS) if n != 7]  # the poisoned record's change was undone
+    assert engine.poisoned == 1
