@@ -14,12 +14,27 @@ from hubstream.serde import Serde
 log = logging.getLogger(__name__)
 
 STAGES = ("publish", "decode", "validate", "process", "sink", "other")
+# An original that would not fit on the dead-letter topic is kept as its first this many bytes,
+# with its full size and SHA-256: half the topic's limit, leaving the rest for the key (twice:
+# in the record and as the message key), the reason, the field and the framing.
+TRUNCATED_VALUE_BYTES = 512 * 1024
+# The reason and the field path are cut to these many characters (4 bytes each at most in UTF-8).
+REASON_MAX_CHARS = 4000
+FIELD_MAX_CHARS = 500
 
 
 def dead_letter_id(topic: str, partition: int | None, offset: int | None, value: bytes) -> str:
     """Stable per message, so a message dead-lettered twice (after a crash) is recognisably one."""
     digest = hashlib.sha256(f"{topic}\0{partition}\0{offset}\0".encode() + value)
     return digest.hexdigest()[:32]
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text``, or its start and how long it was when longer than ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    tail = f" ... [cut: {len(text):,} characters]"
+    return text[: limit - len(tail)] + tail
 
 
 def encode_dead_letter(
@@ -34,7 +49,11 @@ def encode_dead_letter(
     field: str | None,
     stage: str,
 ) -> bytes:
-    """The DeadLetter record for a rejected message, framed for the dead-letter topic."""
+    """The DeadLetter record for a rejected message, framed for the dead-letter topic.
+
+    It always fits on the topic: the reason and field are bounded, and an original that would
+    not fit whole is kept as its first TRUNCATED_VALUE_BYTES, with its size and SHA-256.
+    """
     if stage not in STAGES:
         raise ValueError(f"dead-letter stage must be one of {STAGES}, got {stage!r}")
     body = value or b""
@@ -47,9 +66,21 @@ def encode_dead_letter(
         "original_offset": offset if partition is not None else None,
         "key": key,
         "value": body,
-        "reason": reason,
-        "field": field or None,
+        "reason": bounded(reason, REASON_MAX_CHARS),
+        "field": bounded(field, FIELD_MAX_CHARS) if field else None,
+        "original_size": None,
+        "original_sha256": None,
     }
+    room = topics.MAX_KEY_AND_VALUE_BYTES - len(key or b"")  # the key goes as the message key too
+    if len(body) <= room:
+        data = serde.encode(topics.DEAD_LETTERS.name, "DeadLetter", record)
+        if len(data) <= room:
+            return data
+    record.update(
+        value=body[:TRUNCATED_VALUE_BYTES],
+        original_size=len(body),
+        original_sha256=hashlib.sha256(body).hexdigest(),
+    )
     return serde.encode(topics.DEAD_LETTERS.name, "DeadLetter", record)
 
 

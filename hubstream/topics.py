@@ -12,6 +12,13 @@ from dataclasses import dataclass
 
 FOREVER = -1
 DAY_MS = 24 * 60 * 60 * 1000
+# The largest record batch a topic takes: the broker's `message.max.bytes` default (1 MiB and
+# 12 bytes), which a topic inherits as its `max.message.bytes`; no topic here sets its own.
+MESSAGE_MAX_BYTES = 1_048_588
+# The largest key and value one message may carry: the limit less a record batch's header
+# (61 bytes) and the record's own framing (12 bytes for a message near the limit, measured
+# against the broker), with room to spare.
+MAX_KEY_AND_VALUE_BYTES = MESSAGE_MAX_BYTES - 512
 
 
 @dataclass(frozen=True)

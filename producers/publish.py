@@ -23,7 +23,7 @@ from tqdm import tqdm  # tqdm ships no type information
 
 import schemas
 from hubstream import kafka, topics
-from hubstream.deadletter import encode_dead_letter
+from hubstream.deadletter import REASON_MAX_CHARS, bounded, encode_dead_letter
 from hubstream.protect import encrypt_narrative, pseudonym
 from hubstream.serde import Serde, serde_for
 from hubstream.settings import Settings
@@ -92,6 +92,18 @@ class DeliveryError(RuntimeError):
     """Kafka refused or lost something the publisher had to deliver; the message names what."""
 
 
+class MessageTooLarge(ValueError):
+    """An event whose message would be over its topic's limit: refused before sending."""
+
+    def __init__(self, topic: str, size: int, limit: int) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"too large to publish: a message of {size:,} bytes; topic {topic} takes at most {limit:,} bytes"
+        )
+
+
 class Producer(Protocol):
     """What the publisher uses of a confluent-kafka Producer, so a test can hand it a fake."""
 
@@ -135,6 +147,8 @@ def producer_config(settings: Settings, principal: str) -> dict[str, Any]:
             "compression.type": "none",
             "queue.buffering.max.messages": QUEUE_MESSAGES,
             "queue.buffering.max.kbytes": QUEUE_KBYTES,
+            # librdkafka's own default (1,000,000) is below what the topics take.
+            "message.max.bytes": topics.MESSAGE_MAX_BYTES,
         },
     )
 
@@ -205,12 +219,17 @@ class Publisher:
         if self.principal is None:
             self._keep_agencies_in_step(record["occurred_at"])
         value = self.serde.encode(target, schema, protect_fields(schema, record))
+        key = self._key_for(schema, record)
+        if len(key) + len(value) > topics.MAX_KEY_AND_VALUE_BYTES:
+            # The broker would refuse it, and the refusal would only come back as a delivery
+            # report: refused here, it can be dead-lettered like any other bad line.
+            raise MessageTooLarge(target, len(key) + len(value), topics.MAX_KEY_AND_VALUE_BYTES)
         producer = self._producer_for(self.principal or principal_for(schema, record))
         name = ref or str(record["event_id"])
         step = self._steps[-1]
         step.sends += 1
         report = partial(self._delivered, name, step)
-        self.produce(producer, target, self._key_for(schema, record), value, report)
+        self.produce(producer, target, key, value, report)
         return target
 
     def _key_for(self, schema: str, record: dict[str, Any]) -> bytes:
@@ -379,7 +398,43 @@ class PublishResult:
 
 
 # A third of json.loads' time per line; refuses NaN, Infinity and numbers out of range too.
-_parse_line = msgspec.json.Decoder().decode
+_parse_json = msgspec.json.Decoder().decode
+
+
+def _shown(raw: bytes) -> str:
+    """The start of a line, for a message: readable whatever bytes it holds."""
+    return raw.strip()[:60].decode("utf-8", "backslashreplace")
+
+
+def _parse_line(raw: bytes) -> Any:
+    """The line's JSON value; SchemaViolation (of the line as a whole) when it has none."""
+    try:
+        return _parse_json(raw)
+    except UnicodeDecodeError:
+        # msgspec counts from the start of the string it was reading; say where in the line.
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            where = f"byte 0x{raw[exc.start]:02x} at offset {exc.start:,}: {exc.reason}"
+        else:  # pragma: no cover - msgspec and Python agree on what UTF-8 is
+            where = "a string is not UTF-8"
+        raise schemas.SchemaViolation("", _shown(raw), f"line is not valid UTF-8 ({where})") from None
+    except RecursionError:
+        raise schemas.SchemaViolation("", _shown(raw), "line is not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # msgspec's DecodeError
+        raise schemas.SchemaViolation("", _shown(raw), f"line is not valid JSON ({exc})") from None
+
+
+def _line_bytes(line: bytes | str) -> bytes:
+    """A line as its bytes, without its newline. Text read with surrogateescape (Python's way
+    with undecodable input on some locales) gets its original bytes back."""
+    if isinstance(line, bytes):
+        return line.rstrip(b"\n")
+    try:
+        raw = line.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        raw = line.encode("utf-8", "surrogatepass")
+    return raw.rstrip(b"\n")
 
 
 def _unwrap(kind: str, obj: Any) -> tuple[str, Any]:
@@ -401,7 +456,7 @@ def _unwrap(kind: str, obj: Any) -> tuple[str, Any]:
 def publish_lines(
     settings: Settings,
     kind: str,
-    lines: Iterable[str],
+    lines: Iterable[bytes | str],
     *,
     topic: str | None = None,
     progress: bool | None = None,
@@ -420,29 +475,40 @@ def publish_lines(
         for number, line in enumerate(
             tqdm(lines, unit=" events", disable=not show, file=sys.stderr), start=1
         ):
-            if not line.strip():
+            raw = _line_bytes(line)
+            if not raw.strip():
                 continue
+            field_name: str | None = None
+            stage = "validate"
             try:
-                try:
-                    parsed = _parse_line(line)
-                except ValueError as exc:
-                    raise schemas.SchemaViolation(
-                        "", line.strip()[:60], f"line is not valid JSON ({exc})"
-                    ) from None
-                schema, event = _unwrap(kind, parsed)
+                schema, event = _unwrap(kind, _parse_line(raw))
                 pub.publish_json(schema, event, topic=target, ref=f"line {number}")
                 result.published += 1
-            except (ValueError, schemas.SchemaViolation) as exc:
-                # msgspec's DecodeError and SchemaViolation are both ValueErrors.
-                field_name = exc.field if isinstance(exc, schemas.SchemaViolation) else None
-                reason = f"line {number}: {exc}"
-                result.rejected += 1
-                if len(result.problems) < MAX_PROBLEMS_SHOWN:
-                    result.problems.append(reason)
-                pub.dead_letters.send(
-                    topic=target or kind, partition=None, offset=None, key=None,
-                    value=line.rstrip("\n").encode(), reason=reason, field=field_name, stage="validate",
+                continue
+            except (DeliveryError, schemas.RegistryError):
+                raise  # not the line's fault: the publish stops
+            except MessageTooLarge as exc:
+                stage = "publish"
+                reason = (
+                    f"line {number}: too large to publish: the line is {len(raw):,} bytes and its "
+                    f"message {exc.size:,} bytes; topic {exc.topic} takes at most {exc.limit:,} bytes"
                 )
+            except schemas.SchemaViolation as exc:
+                field_name = exc.field
+                reason = f"line {number}: {exc}"
+            except RecursionError:  # a value nested deeper than the checks go
+                reason = f"line {number}: <record>: nested too deeply to check (got {_shown(raw)!r})"
+            except Exception as exc:  # whatever a line does, it is reported, not raised
+                log.debug("line %d could not be checked", number, exc_info=True)
+                reason = f"line {number}: could not be checked: {type(exc).__name__}: {exc}"
+            reason = bounded(reason, REASON_MAX_CHARS)
+            result.rejected += 1
+            if len(result.problems) < MAX_PROBLEMS_SHOWN:
+                result.problems.append(reason)
+            pub.dead_letters.send(
+                topic=target or kind, partition=None, offset=None, key=None,
+                value=raw, reason=reason, field=field_name, stage=stage,
+            )
         pub.flush()
     finally:
         if own:

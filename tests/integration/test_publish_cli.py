@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from hubstream import topics
-from tests.support.events import missing
+from hubstream.topics import MAX_KEY_AND_VALUE_BYTES
+from tests.support.events import intelligence, missing
 from tests.support.stack import HUBSTREAM, Namespace, decoded
 
 T0 = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
@@ -75,3 +79,78 @@ def test_publish_reads_standard_input(ns: Namespace) -> None:
     assert [r["event_id"] for _, r in decoded(ns.settings, ns.topic(topics.MISSING_EPISODES))] == [
         event["event_id"]
     ]
+
+
+def _bad_input(size_line: bytes) -> list[bytes]:
+    """Lines no publisher should crash on, between two good reports (lines 1 and 9)."""
+    return [
+        _report_line("first"),
+        size_line,  # line 2: valid, but far over the topic's message limit
+        bytes(b for b in range(256) if b != ord("\n")),  # line 3: binary garbage
+        b'{"narrative": "caf\xe9 \xff\xfe"}',  # line 4: not UTF-8
+        b"",  # line 5: blank, skipped (but still numbered)
+        b"[1, 2, 3]",  # line 6: an array, not an object
+        b"[" * 100_000 + b"]" * 100_000,  # line 7: nested deeper than any reader goes
+        b'"' + b"z" * 50_000_000 + b'"',  # line 8: 50 MB, valid JSON, not an event
+        _report_line("last"),
+    ]
+
+
+def _report_line(key: str, narrative: str = "Seen getting into a car with an older male.") -> bytes:
+    event = intelligence(key, T0, children=["pk_big"], agency_type="police")
+    return json.dumps({**event, "narrative": narrative}).encode()
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_huge_and_malformed_lines_are_refused_and_dead_lettered_without_a_traceback(
+    ns: Namespace, tmp_path: Path, source: str
+) -> None:
+    big = _report_line("big", "x" * 3_000_000)
+    lines = _bad_input(big)
+    data = b"\n".join(lines) + b"\n"
+    args = [HUBSTREAM, "publish", "police-intelligence"]
+    if source == "file":
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(data)
+        args += ["--file", str(path)]
+
+    run = subprocess.run(
+        args, input=None if source == "file" else data, env={**os.environ, **ns.env},
+        capture_output=True, timeout=300,
+    )
+    stdout, stderr = run.stdout.decode(), run.stderr.decode(errors="replace")
+
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert run.returncode == 1
+    assert "published 2, rejected 6" in stdout
+    errors = {int(e.split(":")[0].split()[1]): e for e in stderr.splitlines() if e.startswith("line ")}
+    assert sorted(errors) == [2, 3, 4, 6, 7, 8]
+    assert f"{len(big):,} bytes" in errors[2]
+    assert f"{MAX_KEY_AND_VALUE_BYTES:,} bytes" in errors[2]
+    assert "too large" in errors[2]
+    assert "not valid JSON" in errors[3]
+    assert "not valid UTF-8" in errors[4]
+    assert "expected an object" in errors[6]
+    assert "nested too deeply" in errors[7]
+    assert "expected an object" in errors[8]
+    assert all(len(e) < 10_000 for e in errors.values())
+
+    published = decoded(ns.settings, ns.topic(topics.POLICE_INTELLIGENCE))
+    assert len(published) == 2
+    letters = decoded(ns.settings, ns.topic(topics.DEAD_LETTERS))
+    dead = {int(r["reason"].split(":")[0].split()[1]): r for _, r in letters}
+    assert sorted(dead) == [2, 3, 4, 6, 7, 8]
+    letter = dead[2]
+    assert letter["stage"] == "publish"
+    assert letter["original_size"] == len(big)
+    assert letter["original_sha256"] == hashlib.sha256(big).hexdigest()
+    assert 0 < len(letter["value"]) < MAX_KEY_AND_VALUE_BYTES
+    assert big.startswith(letter["value"])
+    huge = dead[8]
+    assert huge["stage"] == "validate"
+    assert huge["original_size"] == len(lines[7])
+    assert huge["original_sha256"] == hashlib.sha256(lines[7]).hexdigest()
+    assert lines[7].startswith(huge["value"])
+    for number in (3, 4, 6, 7):  # small enough to keep whole
+        assert dead[number]["value"] == lines[number - 1]
+        assert dead[number]["original_size"] is None and dead[number]["original_sha256"] is None
