@@ -22,20 +22,29 @@ class HealthHandler:
 
     def write(self, cur: db.Cursor, batch: Sequence[Decoded]) -> None:
         # The topic is keyed by flag id, so the last event per flag in a batch is its state.
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, Decoded] = {}
         for d in batch:
-            latest[d.record["flag_id"]] = d.record
-        execute_values(
+            latest[d.record["flag_id"]] = d
+        # A row only moves forward in its source offset. One flag's states all come from one
+        # partition (the flag id is the message key), so their offsets order them; a state from
+        # another partition means the topic was repartitioned, and offsets no longer compare.
+        written = execute_values(
             cur,
-            f"INSERT INTO health.cse_flags ({', '.join(FLAG_COLUMNS)}) VALUES %s"
-            " ON CONFLICT (flag_id) DO UPDATE SET "
+            f"INSERT INTO health.cse_flags AS f ({', '.join(FLAG_COLUMNS)}, source_partition, source_offset)"
+            " VALUES %s ON CONFLICT (flag_id) DO UPDATE SET "
             + ", ".join(f"{c} = EXCLUDED.{c}" for c in FLAG_COLUMNS[1:])
-            + ", updated_at = now()",
-            [tuple(_column(r, c) for c in FLAG_COLUMNS) for r in latest.values()],
+            + ", source_partition = EXCLUDED.source_partition, source_offset = EXCLUDED.source_offset,"
+            " updated_at = now()"
+            " WHERE f.source_offset IS NULL OR f.source_partition IS DISTINCT FROM EXCLUDED.source_partition"
+            " OR f.source_offset < EXCLUDED.source_offset"
+            " RETURNING flag_id",
+            [(*(_column(d.record, c) for c in FLAG_COLUMNS), d.partition, d.offset) for d in latest.values()],
+            fetch=True,
         )
+        # Only the rows actually written are logged as written; an older state refused is not.
         db.log_access(
             cur, actor=ACTOR, action="write", purpose="maintain CSE flag for unscheduled care",
-            store="health", record_refs=list(latest),
+            store="health", record_refs=[flag_id for (flag_id,) in written],
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from consumers import db
 from consumers.health import HealthHandler
@@ -30,14 +31,21 @@ def prepare_database(settings: Settings) -> list[str]:
 
 
 def build_sink(
-    settings: Settings, store: str, *, group_id: str | None = None, batch_size: int = 5000
+    settings: Settings,
+    store: str,
+    *,
+    group_id: str | None = None,
+    batch_size: int = 5000,
+    instance_id: str | None = None,
+    consumer_config: dict[str, Any] | None = None,
+    handler: Handler | None = None,
 ) -> TransactionalSink:
     if store not in STORES:
         raise ValueError(f"store must be one of {sorted(STORES)}, got {store!r}")
     make_handler, sources = STORES[store]
     serde = serde_for(settings)
     return TransactionalSink(
-        handler=make_handler(),
+        handler=handler or make_handler(),
         dsn=settings.hub_store_dsn if store == "hub" else settings.health_store_dsn,
         kafka_config=kafka.librdkafka_config(settings, f"{store}-consumer"),
         group_id=group_id or f"{os.environ.get('HUBSTREAM_TOPIC_PREFIX', '')}hubstream-{store}-store",
@@ -45,6 +53,8 @@ def build_sink(
         decode=serde.decode,
         dead_letters=DeadLetters(kafka.producer(settings, f"{store}-consumer"), serde),
         batch_size=batch_size,
+        instance_id=instance_id,
+        consumer_config=consumer_config,
     )
 
 

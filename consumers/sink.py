@@ -6,6 +6,15 @@ at any point (before, during or after the transaction) replays exactly the uncom
 no row is lost and none is written twice. Kafka's own committed offsets are kept up to date
 too, for lag monitoring only; they are never read back.
 
+The offsets are written compare-and-set: the sink remembers, per partition, the next offset it
+read from the database when positioned (or last wrote itself), and the transaction commits only
+if the database still holds exactly that. Another instance of the sink that took the partitions
+while this one was paused (a GC pause, a stopped VM) has moved them on; then this instance's
+transaction is rolled back whole, it says so in its log, and it seeks back to the database's
+offsets. The expected value is always the stored one, never the batch's first offset: offsets
+have gaps (transaction markers, compaction). Partitions lost (a lapsed session) abort the batch
+in flight rather than commit it.
+
 The consumer is librdkafka's (confluent-kafka): it fetches and checks records in its own threads,
 so this loop only decodes, validates and writes. A batch is whatever has arrived, up to
 ``batch_size``: a backlog drains in large transactions, and a message arriving alone is written
@@ -18,6 +27,7 @@ import collections
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -96,12 +106,38 @@ class DeadLetterSink(Protocol):
     def flush(self) -> None: ...
 
 
+TopicPart = tuple[str, int]
+
+
+class OffsetsMoved(Exception):
+    """The database no longer holds the offsets this sink last read or wrote: another instance
+    of the sink (the same group) has committed since. The transaction was rolled back."""
+
+    def __init__(self, moved: dict[TopicPart, tuple[int | None, int | None]]) -> None:
+        # partition: (the next offset expected, the one the database holds); (None, None) for a
+        # partition this instance does not hold
+        self.moved = moved
+        super().__init__("; ".join(
+            f"{t}[{p}] "
+            + ("not held by this instance" if (e, f) == (None, None) else f"expected {e}, found {f}")
+            for (t, p), (e, f) in sorted(moved.items())
+        ))
+
+
+class _Abandoned(Exception):
+    """The partitions were lost while the batch was in flight; its transaction was rolled back."""
+
+
 @dataclass
 class _Batch:
     messages: list[Any]
     decoded: list[Decoded] = field(default_factory=list)
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    next_offsets: dict[TopicPart, int] = field(default_factory=dict)
     rejected: int = 0
+    # Set when the batch is sent: the next offsets the database must still hold (None: no row
+    # yet), and the generation of the sink's partitions it was read under.
+    expected: dict[TopicPart, int | None] = field(default_factory=dict)
+    generation: int = 0
 
 
 @dataclass
@@ -156,6 +192,9 @@ class TransactionalSink:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            # Only committed records: the worker writes its outputs in Kafka transactions, and
+            # an aborted one must never reach a store. (librdkafka's default; stated so it stays.)
+            "isolation.level": "read_committed",
             "logger": log,
             **(consumer_config or {}),
         }
@@ -164,6 +203,11 @@ class TransactionalSink:
         self._conn: db.Connection | None = None  # used by one thread at a time, never two
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{store}-writer")
         self._in_flight: tuple[_Batch, Future[float]] | None = None
+        # Per partition held, the next offset the database holds as far as this sink knows.
+        self._expected: dict[TopicPart, int | None] = {}
+        # Bumped when partitions are lost; a batch of an older generation must not commit.
+        self._generation = 0
+        self._commit_lock = threading.Lock()
 
     # -- database -----------------------------------------------------------------------
 
@@ -193,24 +237,73 @@ class TransactionalSink:
                 self._database_failed(exc)
 
     def _commit(self, batch: _Batch) -> float:
-        """Write the batch's rows and offsets in one transaction; the time it committed."""
-        with self._connection() as conn, conn.cursor() as cur:
-            if batch.decoded:
-                self.handler.write(cur, batch.decoded)
-            execute_values(
-                cur,
-                f"INSERT INTO {self.handler.store}.consumer_offsets (group_id, topic, partition, next_offset)"
-                " VALUES %s ON CONFLICT (group_id, topic, partition)"
-                " DO UPDATE SET next_offset = EXCLUDED.next_offset",
-                [(self.group_id, t, p, o) for (t, p), o in batch.next_offsets.items()],
-            )
+        """Write the batch's offsets and rows in one transaction; the time it committed.
+
+        Raises OffsetsMoved (rolled back) if the database's offsets are not the expected ones,
+        and _Abandoned (rolled back) if the partitions were lost meanwhile.
+        """
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur:
+                # The offsets first: a fenced instance writes nothing, and the row locks taken
+                # here make a second instance's transaction wait, then find the offsets moved.
+                self._compare_and_set_offsets(cur, batch)
+                if batch.decoded:
+                    self.handler.write(cur, batch.decoded)
+            with self._commit_lock:
+                if batch.generation != self._generation:
+                    raise _Abandoned()
+                conn.commit()
+        except BaseException:
+            with contextlib.suppress(psycopg2.Error):
+                conn.rollback()
+            raise
         return time.time()
+
+    def _compare_and_set_offsets(self, cur: db.Cursor, batch: _Batch) -> None:
+        store = self.handler.store
+        moves = sorted(batch.next_offsets.items())
+        # A partition this sink was never positioned on (or has since given up) is not its own.
+        not_held: dict[TopicPart, tuple[int | None, int | None]] = {
+            tp: (None, None) for tp, _ in moves if tp not in batch.expected
+        }
+        if not_held:
+            raise OffsetsMoved(not_held)
+        existing = [(self.group_id, t, p, batch.expected[t, p], o) for (t, p), o in moves
+                    if batch.expected[t, p] is not None]
+        new = [(self.group_id, t, p, o) for (t, p), o in moves if batch.expected[t, p] is None]
+        done: set[TopicPart] = set()
+        if existing:
+            done.update((t, p) for t, p in execute_values(
+                cur,
+                f"UPDATE {store}.consumer_offsets AS o SET next_offset = v.next_offset"
+                " FROM (VALUES %s) AS v (group_id, topic, partition, expected, next_offset)"
+                " WHERE o.group_id = v.group_id AND o.topic = v.topic AND o.partition = v.partition"
+                " AND o.next_offset = v.expected RETURNING o.topic, o.partition",
+                existing, fetch=True,
+            ))
+        if new:
+            done.update((t, p) for t, p in execute_values(
+                cur,
+                f"INSERT INTO {store}.consumer_offsets (group_id, topic, partition, next_offset) VALUES %s"
+                " ON CONFLICT (group_id, topic, partition) DO NOTHING RETURNING topic, partition",
+                new, fetch=True,
+            ))
+        if len(done) < len(moves):
+            cur.execute(
+                f"SELECT topic, partition, next_offset FROM {store}.consumer_offsets WHERE group_id = %s",
+                (self.group_id,),
+            )
+            found = {(t, p): o for t, p, o in cur.fetchall()}
+            raise OffsetsMoved(
+                {tp: (batch.expected[tp], found.get(tp)) for tp, _ in moves if tp not in done}
+            )
 
     # -- positions ------------------------------------------------------------------------
 
     def _subscribe(self) -> None:
         self._consumer.subscribe(
-            list(self.accepted), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            list(self.accepted), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
     def _renew(self, exc: _ConsumerFatal) -> None:
@@ -229,7 +322,9 @@ class TransactionalSink:
             ) from None
         log.error("%s: consumer failed (%s); starting a new one from the database's offsets",
                   self.group_id, exc.error.str())
-        self._settle(rewind=False)
+        # A failed consumer's partitions are gone (the coordinator may have handed them on).
+        self._abandon()
+        self._expected.clear()
         with contextlib.suppress(KafkaException, RuntimeError):
             self._consumer.close()
         self._renewed_at = now
@@ -241,20 +336,49 @@ class TransactionalSink:
         self._settle(rewind=False)  # the offsets read next must include the batch in flight
         stored = self._stored_offsets()
         for tp in partitions:
-            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+            key = (tp.topic, tp.partition)
+            self._expected[key] = stored.get(key)
+            tp.offset = stored.get(key, OFFSET_BEGINNING)
         consumer.assign(partitions)
         log.info("%s: positioned %d partitions from the database", self.group_id, len(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        # Revoked, the partitions are still this sink's until the callback returns: commit.
         self._rebalances += 1
         self._settle(rewind=False)
+        for tp in partitions:
+            self._expected.pop((tp.topic, tp.partition), None)
 
-    def _rewind(self) -> None:
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        # Lost, the partitions may already be another instance's: commit nothing on their account.
+        self._rebalances += 1
+        log.warning("%s: %d partitions lost (session lapsed); aborting the batch in flight",
+                    self.group_id, len(partitions))
+        self._abandon()
+        # Whoever is given these partitions next reads their offsets from the database; any
+        # still held (cooperative assignment) go back to the database's offsets too, as the
+        # batch in flight may have held some of their messages.
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        for key in lost:
+            self._expected.pop(key, None)
+        self._rewind(skip=lost)
+
+    def _abandon(self) -> None:
+        """Wait for the batch in flight and roll it back unless it had committed already
+        (before the loss was known); no Kafka commit either way."""
+        with self._commit_lock:  # a transaction committing now finishes first; none commits after
+            self._generation += 1
+        self._settle(rewind=False, kafka_commit=False)
+
+    def _rewind(self, skip: frozenset[TopicPart] | set[TopicPart] = frozenset()) -> None:
         """Back to the database's offsets, after a batch whose transaction did not commit."""
         stored = self._stored_offsets()
         for tp in self._consumer.assignment():
-            offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
-            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            key = (tp.topic, tp.partition)
+            if key in skip:
+                continue
+            self._expected[key] = stored.get(key)
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, stored.get(key, OFFSET_BEGINNING)))
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -286,6 +410,9 @@ class TransactionalSink:
                 idle = 0
                 batch = self._prepare(messages)
                 if self._settle():
+                    expected = self._expected
+                    batch.expected = {tp: expected[tp] for tp in batch.next_offsets if tp in expected}
+                    batch.generation = self._generation
                     self._in_flight = (batch, self._writer.submit(self._commit, batch))
         finally:
             try:
@@ -346,9 +473,9 @@ class TransactionalSink:
             self.dead_letters.flush()
         return batch
 
-    def _settle(self, *, rewind: bool = True) -> bool:
-        """Wait for the batch in flight; False if its transaction failed (then, with ``rewind``,
-        the consumer is back at the database's offsets)."""
+    def _settle(self, *, rewind: bool = True, kafka_commit: bool = True) -> bool:
+        """Wait for the batch in flight; False if its transaction failed or was refused (then,
+        with ``rewind``, the consumer is back at the database's offsets)."""
         if self._in_flight is None:
             return True
         batch, future = self._in_flight
@@ -360,15 +487,32 @@ class TransactionalSink:
             if rewind:
                 self._rewind()
             return False
+        except OffsetsMoved as exc:
+            log.warning(
+                "%s: fenced: another instance moved the offsets (%s); rolled back this batch of %d"
+                " messages, no rows written; re-seeking from the database's offsets",
+                self.group_id, exc, len(batch.messages),
+            )
+            if rewind:
+                self._rewind()
+            return False
+        except _Abandoned:
+            log.warning("%s: rolled back the batch of %d messages read before the partitions were lost",
+                        self.group_id, len(batch.messages))
+            return False
+        for tp, offset in batch.next_offsets.items():
+            if tp in self._expected:
+                self._expected[tp] = offset
         self.stats.rows += len(batch.decoded)
         self.stats.dead_letters += batch.rejected
         self.stats.batches += 1
         self._observe(batch, committed_at)
-        with contextlib.suppress(KafkaException):  # for lag monitoring only; never read back
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()],
-                asynchronous=True,
-            )
+        if kafka_commit:
+            with contextlib.suppress(KafkaException):  # for lag monitoring only; never read back
+                self._consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()],
+                    asynchronous=True,
+                )
         return True
 
     def _observe(self, batch: _Batch, committed_at: float) -> None:
