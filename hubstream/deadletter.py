@@ -21,6 +21,16 @@ TRUNCATED_VALUE_BYTES = 512 * 1024
 # The reason and the field path are cut to these many characters (4 bytes each at most in UTF-8).
 REASON_MAX_CHARS = 4000
 FIELD_MAX_CHARS = 500
+# A longer original key (a foreign message's, say) is replaced by its SHA-256, in the record and
+# as the dead letter's message key, so no key can make a dead letter too large to send.
+KEY_MAX_BYTES = 1024
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The key a dead letter carries for an original keyed ``key``: itself, or its SHA-256."""
+    if key is None or len(key) <= KEY_MAX_BYTES:
+        return key
+    return b"sha256:" + hashlib.sha256(key).hexdigest().encode()
 
 
 def dead_letter_id(topic: str, partition: int | None, offset: int | None, value: bytes) -> str:
@@ -57,6 +67,7 @@ def encode_dead_letter(
     if stage not in STAGES:
         raise ValueError(f"dead-letter stage must be one of {STAGES}, got {stage!r}")
     body = value or b""
+    key = dead_letter_key(key)
     record = {
         "event_id": dead_letter_id(topic, partition, offset, body),
         "failed_at": datetime.now(UTC),
@@ -106,7 +117,7 @@ class DeadLetters:
             self.serde, topic=topic, partition=partition, offset=offset, key=key, value=value,
             reason=reason, field=field, stage=stage,
         )
-        self.producer.send(topics.DEAD_LETTERS.name, key=key, value=data)
+        self.producer.send(topics.DEAD_LETTERS.name, key=dead_letter_key(key), value=data)
         self.sent += 1
         log.info("dead letter from %s (%s): %s", topic, stage, reason)
 

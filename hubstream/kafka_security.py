@@ -49,13 +49,19 @@ CLUSTER_RESOURCE = "kafka-cluster"  # the one name Kafka gives the cluster resou
 USERS_FILE = "kafka-users.json"
 CA_FILE = "ca.pem"
 
-_RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.CLUSTER}
+_RESOURCES = {
+    "topic": ResourceType.TOPIC,
+    "group": ResourceType.GROUP,
+    "cluster": ResourceType.CLUSTER,
+    "transactional_id": ResourceType.TRANSACTIONAL_ID,
+}
 _PATTERNS = {"literal": ACLResourcePatternType.LITERAL, "prefixed": ACLResourcePatternType.PREFIXED}
 # What each resource type can be granted; anything else in the file is a mistake.
 _OPERATIONS = {
     "topic": {"READ", "WRITE", "CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "DELETE", "ALTER", "ALTER_CONFIGS"},
     "group": {"READ", "DESCRIBE", "DELETE"},
     "cluster": {"IDEMPOTENT_WRITE", "DESCRIBE", "CREATE", "DESCRIBE_CONFIGS"},
+    "transactional_id": {"WRITE", "DESCRIBE"},
 }
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -23,10 +23,11 @@ from tqdm import tqdm  # tqdm ships no type information
 
 import schemas
 from hubstream import kafka, topics
-from hubstream.deadletter import REASON_MAX_CHARS, bounded, encode_dead_letter
+from hubstream.deadletter import REASON_MAX_CHARS, bounded, dead_letter_key, encode_dead_letter
 from hubstream.protect import encrypt_narrative, pseudonym
 from hubstream.serde import Serde, serde_for
 from hubstream.settings import Settings
+from schemas.domain import check_not_future
 from schemas.jsonl import EVENT_KEY, SCHEMA_KEY
 
 KINDS: dict[str, tuple[str, topics.Topic | None]] = {
@@ -208,6 +209,7 @@ class Publisher:
         return self._send(schema, schemas.from_json(schema, event), topic, ref)
 
     def _send(self, schema: str, record: dict[str, Any], topic: str | None, ref: str) -> str:
+        check_not_future(record, datetime.now(UTC))  # the worker checks it again on the record's timestamp
         routed = topic_for(schema, record).name
         if topic in _INTELLIGENCE_TOPICS and routed != topic:
             raise schemas.SchemaViolation(
@@ -363,7 +365,9 @@ class PublisherDeadLetters:
         )
         name = reason.split(":", 1)[0]
         report = partial(pub._dead_letter_delivered, name)
-        pub.produce(pub._producer_for(self.principal), topics.DEAD_LETTERS.name, key, data, report)
+        pub.produce(
+            pub._producer_for(self.principal), topics.DEAD_LETTERS.name, dead_letter_key(key), data, report
+        )
         self.sent += 1
         log.info("dead letter from %s (%s): %s", topic, stage, reason)
 

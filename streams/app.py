@@ -18,7 +18,7 @@ import msgspec
 
 import schemas
 from hubstream import topics as catalogue
-from hubstream.deadletter import encode_dead_letter
+from hubstream.deadletter import dead_letter_key, encode_dead_letter
 from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENT_TO_ALERT_SECONDS
 from hubstream.protect import pseudonym
 from hubstream.serde import serde_for
@@ -176,7 +176,7 @@ def dead_letter(record: Record, batch: Batch, reason: str, field: str | None, st
         field=field,
         stage=stage,
     )
-    batch.send(DEAD_LETTER_TOPIC, record.key, data)
+    batch.send(DEAD_LETTER_TOPIC, dead_letter_key(record.key), data)
     DEAD_LETTERS.labels(topic=record.topic, stage=stage).inc()
     log.warning(
         "dead letter %s[%s]@%s (%s): %s", record.topic, record.partition, record.offset, stage, reason

@@ -31,6 +31,9 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from confluent_kafka import KafkaError as ConfluentKafkaError
+from confluent_kafka import KafkaException as ConfluentKafkaException
+from confluent_kafka import Producer as ConfluentProducer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import (
@@ -40,6 +43,8 @@ from kafka.errors import (
 )
 
 from hubstream import kafka_security, topics
+from hubstream.kafka import librdkafka_config
+from hubstream.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -315,6 +320,34 @@ def test_only_the_worker_creates_its_own_topics(secure: SecureNamespace) -> None
     finally:
         worker.close()
         police.close()
+
+
+@pytest.mark.parametrize(
+    ("principal", "transactional_id", "allowed"),
+    [
+        ("worker", "hubstream-worker-acl-test", True),
+        ("worker", "someone-else", False),
+        ("police", "hubstream-worker-acl-test", False),
+        ("hub-consumer", "hubstream-worker-acl-test", False),
+    ],
+)
+def test_only_the_worker_holds_its_transactional_ids(
+    secure: SecureNamespace, principal: str, transactional_id: str, allowed: bool
+) -> None:
+    """The worker is exactly once on transactions named after its app id; nobody else can take
+    (and so fence) one of its transactional ids."""
+    config = librdkafka_config(Settings(), principal)
+    producer = ConfluentProducer(
+        {**config, "transactional.id": secure.topic(transactional_id), "transaction.timeout.ms": 10_000}
+    )
+    if allowed:
+        producer.init_transactions(30)  # the broker authorises the transactional id here
+        producer.begin_transaction()
+        producer.commit_transaction(10)
+    else:
+        with pytest.raises(ConfluentKafkaException) as refused:
+            producer.init_transactions(30)
+        assert refused.value.args[0].code() == ConfluentKafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
 
 # --------------------------------------------------------------------------------------------

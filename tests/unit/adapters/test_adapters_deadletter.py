@@ -16,6 +16,7 @@ from hubstream.deadletter import (
     FIELD_MAX_CHARS,
     REASON_MAX_CHARS,
     TRUNCATED_VALUE_BYTES,
+    dead_letter_key,
     encode_dead_letter,
 )
 from hubstream.serde import Serde
@@ -105,3 +106,11 @@ def test_the_schema_documents_the_bounds_the_code_applies() -> None:
     assert f"{TRUNCATED_VALUE_BYTES:,} bytes" in docs["value"]
     assert f"{REASON_MAX_CHARS:,} characters" in docs["reason"]
     assert f"{FIELD_MAX_CHARS:,} characters" in docs["field"]
+
+
+def test_an_original_key_of_any_size_leaves_a_dead_letter_that_fits() -> None:
+    key = b"k" * 2_000_000
+    data, record = letter(b"v", key=key)
+    assert fits(data, dead_letter_key(key))
+    assert record["key"] == b"sha256:" + hashlib.sha256(key).hexdigest().encode() == dead_letter_key(key)
+    assert dead_letter_key(b"short") == b"short"

@@ -224,7 +224,7 @@ def test_decisions_applied_twice_in_any_prefix_publish_what_once_did(order: list
         decided("case_closed", 2, reason="Moved out of the area"),
         decided("case_opened", 3),
     ]
-    once_state, once = run(decisions)
+    once_state, _ = run(decisions)
     replays = [d for i in order[:repeats] for d in decisions[: i + 1]]
     twice_state, twice = run(replays, once_state)
     assert twice == []

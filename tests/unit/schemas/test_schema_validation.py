@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from schemas import SCHEMA_NAMES, SchemaViolation, UnknownSchema, from_json, to_json, validate
-from schemas.domain import nhs_check_digit, nhs_number_problem
+from schemas.domain import check_not_future, nhs_check_digit, nhs_number_problem
 
 Sample = Callable[[str], dict[str, Any]]
 
@@ -374,3 +374,28 @@ def test_a_json_event_must_be_an_object() -> None:
 def test_unknown_schema_name() -> None:
     with pytest.raises(UnknownSchema, match="known schemas: IntelligenceReport"):
         from_json("Referral", {})
+
+
+@pytest.mark.parametrize("name", ["IntelligenceReport", "MissingEpisodeEvent", "HubDecision"])
+def test_an_event_before_1900_names_its_field(name: str, sample: Sample) -> None:
+    event = {**sample(name), "occurred_at": "1899-12-31T23:59:59Z", "reported_at": "1899-12-31T23:59:59Z"}
+    err = violation(name, event)
+    assert err.field == "occurred_at"
+    assert "before 1900" in str(err)
+
+
+@pytest.mark.parametrize("name", ["IntelligenceReport", "MissingEpisodeEvent", "HubDecision"])
+def test_an_event_dated_after_its_publication_is_refused_naming_the_field(name: str, sample: Sample) -> None:
+    """9999-12-31 passes every structural check, and overflowed a deadline in the rules."""
+    published = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    record = from_json(name, {**sample(name), "occurred_at": "9999-12-31T00:00:00Z",
+                              "reported_at": "9999-12-31T00:00:00Z"})
+    with pytest.raises(SchemaViolation) as caught:
+        check_not_future(record, published)
+    assert caught.value.field == "occurred_at"
+    assert "datetime(9999, 12, 31" in str(caught.value) and "in the future" in str(caught.value)
+    on_time = {**record, "occurred_at": published + timedelta(minutes=4), "reported_at": published}
+    check_not_future(on_time, published)  # within the clock skew
+    late = {**on_time, "reported_at": published + timedelta(minutes=6)}
+    with pytest.raises(SchemaViolation, match="reported_at"):
+        check_not_future(late, published)
