@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg2
@@ -55,7 +56,7 @@ from hubstream.metrics import (
     ROWS_WRITTEN,
 )
 from schemas import DecodeError, SchemaViolation
-from schemas.domain import CHECKS
+from schemas.domain import CHECKS, check_not_future
 
 log = logging.getLogger(__name__)
 
@@ -459,6 +460,8 @@ class TransactionalSink:
                     raise SchemaViolation("", schema, f"topic {topic} carries {accepted[topic]} only")
                 # Avro decoding already gives the schema's structure; what is left are its rules.
                 CHECKS[schema](record)
+                if schema == "HubDecision":  # an agency's event: not after its publication
+                    check_not_future(record, datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC))
             except (DecodeError, SchemaViolation) as exc:
                 bad_field = exc.field if isinstance(exc, SchemaViolation) else None
                 self.dead_letters.send(
