@@ -70,12 +70,13 @@ def run(messages: list[tuple[str, bytes | None, bytes]], batch_size: int) -> dic
         table.partitions = {p: {} for p in range(64)}
     handled: Counter[str] = Counter()
     offsets: Counter[tuple[str, int]] = Counter()
+    published_ms = int(time.time() * 1000)  # as the broker stamps a message: events are not after it
 
     def record(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Record:
         if partition is None:
             partition = zlib.crc32(key or b"") % 6
         offsets[(topic, partition)] += 1
-        return Record(topic, partition, offsets[(topic, partition)], key, value, 0)
+        return Record(topic, partition, offsets[(topic, partition)], key, value, published_ms)
 
     started = time.process_time()
     pending = [record(t, k, v, None) for t, k, v in messages if t in handlers]
