@@ -52,7 +52,9 @@ def admin(settings: Settings, principal: str = "admin") -> KafkaAdminClient:
 
 
 def consumer(settings: Settings, principal: str = "admin", **config: Any) -> KafkaConsumer:
-    return KafkaConsumer(**connection(settings, principal), **config)
+    """A kafka-python consumer that reads committed messages only (kafka-python's default is to
+    read uncommitted): the worker writes every output in transactions."""
+    return KafkaConsumer(**connection(settings, principal), **{"isolation_level": "read_committed", **config})
 
 
 def producer(settings: Settings, principal: str, **overrides: Any) -> KafkaProducer:
