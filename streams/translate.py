@@ -80,6 +80,10 @@ def intelligence_event(record: dict[str, Any]) -> rules.IntelligenceReport:
         entities=tuple(sorted(set(entities), key=lambda e: (e.kind, e.key))),
         handling_code=grading["handling_code"] if grading else None,
         handling_conditions=grading.get("handling_conditions") if grading else None,
+        # A re-issue (a police grading of a partner report) is the same report: the rules count
+        # reports by report_id, and order its issues by when they reached the hub.
+        report_id=record["report_id"],
+        reported_at=record["reported_at"],
     )
 
 

@@ -8,12 +8,21 @@ sends each :class:`IntelligenceReport` to every key in :func:`keys_for`. Semanti
   distinct children. The first report to do so is the one that brings the K-th child; each
   later report inside such a window qualifies too and fires its own alert (new evidence of
   an active network), as repeat missing does for each further episode.
-* Each qualifying report fires exactly once: id from (rule, ``kind:key``, report event id,
-  settings); evidence = ids of the reports in its window when it fired; window
-  ``[r.t - days, r.t]``; ``raised_at`` = ``r.t``; severity ``medium``; handling-code-C
-  conditions of any evidence report travel in ``handling_conditions``.
+* Reports, not messages: a re-issue of a report (same ``report_id``, new event id: a police
+  grading of a partner report, restating its time, children and entities) is held beside its
+  other issues, names the same children, and never fires again for the report.
+* Each qualifying report fires exactly once: id from (rule, ``kind:key``, the event id of the
+  report's *first* issue held when it fired (earliest by ``(reported_at, event_id)``),
+  settings); evidence = the first issue's event id of each report in its window when it fired;
+  window ``[r.t - days, r.t]``; ``raised_at`` = ``r.t``; severity ``medium``; handling-code-C
+  conditions of each evidence report's *latest* issue (its current grading) travel in
+  ``handling_conditions``.
 * A report seen again (same event id) is ignored; adding reports never un-qualifies one, so
-  any permutation of the same reports fires the same alert ids.
+  any permutation of the same reports fires the same alert ids. Re-issues change no alert id
+  nor evidence when each report's original is held by the time the report qualifies (the
+  publisher's order: both on the partner topic, under the same key); a re-issue that arrives
+  before its original and completes a window alone anchors the alert on itself (the report
+  still fires once).
 * ``advance`` drops reports older than ``watermark - days - allowed_lateness_days``;
   reports older than ``watermark - allowed_lateness_days`` raise :class:`LateEventError`.
 """
@@ -44,13 +53,25 @@ class Link:
     area: str
     children: tuple[str, ...]
     conditions: str | None
+    report_id: str = ""  # the report's id when it is not the event id (a re-issued report)
+    issued_at: UtcDatetime | None = None  # when this issue of the report reached the hub
+
+    @property
+    def report(self) -> str:
+        """The report this link is an issue of."""
+        return self.report_id or self.event_id
+
+    @property
+    def issue(self) -> tuple[datetime, str]:
+        """The order of the issues of one report: the first is its original, the last its grading."""
+        return (self.issued_at or self.occurred_at, self.event_id)
 
 
 @dataclass(frozen=True, slots=True)
 class AssociationState:
     entity: str  # kind:key
     links: tuple[Link, ...] = ()  # ordered by (occurred_at, event_id)
-    fired: tuple[tuple[str, str], ...] = ()  # (report event_id, alert_id), sorted
+    fired: tuple[tuple[str, str], ...] = ()  # (report id, alert_id), sorted
     watermark: UtcDatetime | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -84,8 +105,9 @@ def apply(
     if any(link.event_id == event.event_id for link in state.links):
         return state, []
     check_not_late(event.event_id, event.occurred_at, state.watermark, settings.allowed_lateness_days)
+    report_id = "" if event.report_id == event.event_id else event.report_id
     link = Link(event.event_id, event.occurred_at, event.area,
-                tuple(sorted(set(event.children))), event.conditions)
+                tuple(sorted(set(event.children))), event.conditions, report_id, event.reported_at)
     links = tuple(sorted((*state.links, link), key=lambda x: (x.occurred_at, x.event_id)))
     return _fire(evolve(state, links=links), settings)
 
@@ -100,7 +122,7 @@ def advance(
         # Nothing to prune: fired reports all still have their links.
         return (state, []) if mark == state.watermark else (evolve(state, watermark=mark), [])
     links = tuple(x for x in state.links if x.occurred_at >= horizon)
-    held = {x.event_id for x in links}
+    held = {x.report for x in links}
     fired = tuple(f for f in state.fired if f[0] in held)
     return evolve(state, links=links, fired=fired, watermark=mark), []
 
@@ -113,20 +135,43 @@ def _fire(
     marks: list[tuple[str, str]] = []
     alerts: list[Alert] = []
     pairs = identity(settings)
+    issues: dict[str, list[Link]] = {}
+    for x in state.links:
+        issues.setdefault(x.report, []).append(x)
     for link in state.links:
-        this_id = anchor_alert_id(RULE, state.entity, link.event_id, pairs)
-        if this_id in fired_ids:
-            continue
+        held = issues[link.report]
+        if any(anchor_alert_id(RULE, state.entity, x.event_id, pairs) in fired_ids for x in held):
+            continue  # this report has fired, under whichever of its issues was held first
         start = link.occurred_at - timedelta(days=settings.days)
         window = [x for x in state.links if start <= x.occurred_at <= link.occurred_at]
         if len({c for x in window for c in x.children}) >= settings.min_children:
+            anchor = min(held, key=_issue)
+            this_id = anchor_alert_id(RULE, state.entity, anchor.event_id, pairs)
             fired_ids.add(this_id)
-            marks.append((link.event_id, this_id))
-            alerts.append(_alert(state.entity, link, window, settings))
+            marks.append((anchor.report, this_id))
+            alerts.append(_alert(state.entity, anchor, window, settings))
     return evolve(state, fired=tuple(sorted({*state.fired, *marks}))), alerts
 
 
+def _issue(link: Link) -> tuple[datetime, str]:
+    return link.issue
+
+
+def _issues(window: list[Link]) -> dict[str, tuple[Link, Link]]:
+    """Each report's first and latest issue among ``window``."""
+    found: dict[str, tuple[Link, Link]] = {}
+    for x in window:
+        held = found.get(x.report)
+        if held is None:
+            found[x.report] = (x, x)
+        else:
+            first, last = held
+            found[x.report] = (x if x.issue < first.issue else first, x if x.issue > last.issue else last)
+    return found
+
+
 def _alert(entity: str, anchor: Link, window: list[Link], settings: AssociationSettings) -> Alert:
+    issues = _issues(window)
     return new_alert(
         rule=RULE,
         subject_kind="entity",
@@ -136,8 +181,8 @@ def _alert(entity: str, anchor: Link, window: list[Link], settings: AssociationS
         severity="medium",
         window_start=anchor.occurred_at - timedelta(days=settings.days),
         window_end=anchor.occurred_at,
-        evidence=[x.event_id for x in window],
+        evidence=[first.event_id for first, _ in issues.values()],
         raised_at=anchor.occurred_at,
         settings=identity(settings),
-        handling_conditions=[x.conditions for x in window if x.conditions is not None],
+        handling_conditions=[last.conditions for _, last in issues.values() if last.conditions is not None],
     )

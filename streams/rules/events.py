@@ -163,6 +163,12 @@ class IntelligenceReport:
 
     ``handling_code`` 'C' means sharing is permitted with conditions, which must be stated in
     ``handling_conditions``; those conditions travel with any alert using the report.
+
+    ``report_id`` names the report across re-issues: a police grading of a partner report keeps
+    it and has a new ``event_id``. Left empty it is the ``event_id`` (a report never re-issued,
+    or a re-keyed message written before it travelled). ``reported_at`` (when the issue reached
+    the hub; None if not known) orders the issues of one report: the earliest is its first
+    issue, the latest holds its current grading.
     """
 
     event_id: str
@@ -174,11 +180,18 @@ class IntelligenceReport:
     entities: tuple[Entity, ...]
     handling_code: HandlingCode | None
     handling_conditions: str | None
+    report_id: str = ""
+    reported_at: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in ("event_id", "area", "agency"):
             _text("IntelligenceReport", name, getattr(self, name))
         _utc(self, "occurred_at")
+        if self.report_id == "":
+            object.__setattr__(self, "report_id", self.event_id)
+        _text("IntelligenceReport", "report_id", self.report_id)
+        if self.reported_at is not None:
+            _utc(self, "reported_at")
         self._tuple_of("children", str)
         for child in self.children:
             _text("IntelligenceReport", "children[]", child)

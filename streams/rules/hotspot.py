@@ -16,8 +16,15 @@ Semantics:
   when, for some centre cell ``c`` within ``neighbour_rings`` of ``o``'s fine cell and with
   ``cell_to_parent(c, report_resolution) == K``, the observations in ``c``'s neighbourhood
   with ``occurred_at`` in ``[o.t - days, o.t]`` (both inclusive) come from at least
-  ``min_reports`` distinct events, ``min_agencies`` distinct agencies and name at least
+  ``min_reports`` distinct reports, ``min_agencies`` distinct agencies and name at least
   ``min_children`` distinct children.
+* A report is counted once however many times it is issued: a re-issue (same ``report_id``,
+  new event id: a police grading of a partner report) is held as its own observations, which
+  count for the same report (a missing episode's event is a report of its own). The alert's
+  evidence names each report by its *first* issue's event id (the earliest by ``(reported_at,
+  event_id)`` of those held), so re-issues change no alert id and, when the original came
+  first, no evidence; its handling conditions are each report's *latest* issue's, the one
+  that carries the report's current grading.
 * Time is cut into *periods*: consecutive spans of ``days`` days aligned to Monday
   1970-01-05T00:00Z (with ``days=7``, ISO weeks). ``K`` fires at most once per period, when
   any anchor whose ``occurred_at`` falls in the period qualifies: the analysts want "this
@@ -77,6 +84,18 @@ class Observation:
     agency: str
     children: tuple[str, ...]
     conditions: str | None  # handling-code-C conditions of the source report
+    report_id: str = ""  # the report's id when it is not the event id (a re-issued report)
+    issued_at: UtcDatetime | None = None  # when this issue of the report reached the hub
+
+    @property
+    def report(self) -> str:
+        """The report this observation counts for: one however many times it was issued."""
+        return self.report_id or self.event_id
+
+    @property
+    def issue(self) -> tuple[datetime, str]:
+        """The order of the issues of one report: the first is its original, the last its grading."""
+        return (self.issued_at or self.occurred_at, self.event_id)
 
 
 Day = tuple[Observation, ...]  # one UTC day's observations, ordered by (occurred_at, event_id, lat, lon)
@@ -162,9 +181,11 @@ def period_start(at: datetime, settings: HotspotSettings) -> datetime:
 def observations_of(event: RuleEvent) -> list[Observation]:
     """The located observations an event contributes (none for events without a location)."""
     if isinstance(event, IntelligenceReport):
+        report_id = "" if event.report_id == event.event_id else event.report_id
         return [
             Observation(event.event_id, event.occurred_at, loc.lat, loc.lon, event.area,
-                        event.agency, tuple(sorted(set(event.children))), event.conditions)
+                        event.agency, tuple(sorted(set(event.children))), event.conditions,
+                        report_id, event.reported_at)
             for loc in event.locations
         ]
     if isinstance(event, (MissingReported, ChildReturned)) and event.location is not None:
@@ -339,7 +360,7 @@ def _enough(inside: Sequence[Observation], settings: HotspotSettings) -> bool:
     # Agencies first: in a busy cell they are the scarcest; each count stops once it is enough.
     return (
         _at_least(settings.min_agencies, (o.agency for o in inside))
-        and _at_least(settings.min_reports, (o.event_id for o in inside))
+        and _at_least(settings.min_reports, (o.report_id or o.event_id for o in inside))
         and _at_least(settings.min_children, (c for o in inside for c in o.children))
     )
 
@@ -358,6 +379,7 @@ def _at_least(wanted: int, values: Iterable[str]) -> bool:
 def _alert(
     cell: str, period: str, anchor: Observation, inside: list[Observation], settings: HotspotSettings
 ) -> Alert:
+    issues = _issues(inside)
     return new_alert(
         rule=RULE,
         subject_kind="cell",
@@ -367,11 +389,24 @@ def _alert(
         severity="medium",
         window_start=anchor.occurred_at - timedelta(days=settings.days),
         window_end=anchor.occurred_at,
-        evidence=[o.event_id for o in inside],
+        evidence=[first.event_id for first, _ in issues.values()],
         raised_at=anchor.occurred_at,
         settings=identity(settings),
-        handling_conditions=[o.conditions for o in inside if o.conditions is not None],
+        handling_conditions=[last.conditions for _, last in issues.values() if last.conditions is not None],
     )
+
+
+def _issues(inside: Iterable[Observation]) -> dict[str, tuple[Observation, Observation]]:
+    """Each report's first and latest issue among ``inside``."""
+    found: dict[str, tuple[Observation, Observation]] = {}
+    for o in inside:
+        held = found.get(o.report)
+        if held is None:
+            found[o.report] = (o, o)
+        else:
+            first, last = held
+            found[o.report] = (o if o.issue < first.issue else first, o if o.issue > last.issue else last)
+    return found
 
 
 def _holds(held: Day, event_id: str, at: datetime) -> bool:

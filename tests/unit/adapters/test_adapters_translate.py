@@ -145,6 +145,22 @@ def test_an_ungraded_partner_report_has_no_handling_code() -> None:
     )
 
 
+def test_a_report_carries_its_report_id_and_when_it_was_reported() -> None:
+    record = intelligence_record()
+    report = translate.intelligence_event(record)
+    assert report.report_id == record["report_id"] != report.event_id
+    assert report.reported_at == T0 + timedelta(hours=2)
+
+
+def test_a_re_keyed_report_written_before_report_ids_travelled_is_its_own_report() -> None:
+    data = (b'{"type":"IntelligenceReport","event":{"event_id":"e1","occurred_at":"2024-03-01T21:30:00Z",'
+            b'"area":"a","agency":"b","children":["c"],"locations":[],"entities":[],"handling_code":null,'
+            b'"handling_conditions":null},"source":"s:0","watermark":"2024-03-01T21:30:00Z"}')
+    report, _, _ = translate.event_from_bytes(data)
+    assert isinstance(report, rules.IntelligenceReport)
+    assert (report.report_id, report.reported_at) == ("e1", None)
+
+
 # -- re-keyed events on the worker's internal topics ----------------------------------------------
 
 _ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12).filter(
@@ -175,6 +191,7 @@ _rule_events = st.one_of(
             max_size=3,
         ).map(tuple),
         handling_code=st.none(), handling_conditions=st.none(),
+        report_id=st.just("") | _ids, reported_at=st.none() | _times,
     ),
     st.builds(
         rules.IntelligenceReport,

@@ -100,6 +100,8 @@ def report(
     area: str = "north",
     handling_code: str | None = None,
     handling_conditions: str | None = None,
+    report_id: str = "",
+    reported_at: datetime | None = None,
 ) -> IntelligenceReport:
     return IntelligenceReport(
         event_id=event_id,
@@ -111,6 +113,26 @@ def report(
         entities=tuple(entities),
         handling_code=handling_code,  # type: ignore[arg-type]
         handling_conditions=handling_conditions,
+        report_id=report_id,
+        reported_at=reported_at,
+    )
+
+
+def reissue(
+    original: IntelligenceReport,
+    event_id: str,
+    *,
+    after: timedelta = timedelta(days=2),
+    handling_code: str | None = "P",
+    handling_conditions: str | None = None,
+) -> IntelligenceReport:
+    """The original report re-issued graded (same report id, new event id, reported later)."""
+    issued = (original.reported_at or original.occurred_at) + after
+    return report(
+        event_id, original.occurred_at, children=original.children, entities=original.entities,
+        locations=original.locations, agency=original.agency, area=original.area,
+        handling_code=handling_code, handling_conditions=handling_conditions,
+        report_id=original.report_id, reported_at=issued,
     )
 
 

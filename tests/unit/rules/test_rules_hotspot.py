@@ -5,7 +5,7 @@ import h3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rules_factories import day, ids, interview, missing, report, returned
+from rules_factories import day, ids, interview, missing, reissue, report, returned
 
 from streams.rules import (
     HotspotSettings,
@@ -368,3 +368,42 @@ def test_unreadable_parts_are_refused_naming_the_part() -> None:
         rule.from_parts(COARSE, {**encoded, "tuesday": b"[]"})
     with pytest.raises(RuleInputError, match=r"2026-01-01\[0\]\.event_id"):
         rule.from_parts(COARSE, {**encoded, "2026-01-01": b'[{"event_id": 7}]'})
+
+
+# --- re-issued reports: counted once, by report id ---------------------------------------------
+
+
+def test_three_reports_and_two_gradings_of_them_raise_no_hotspot() -> None:
+    originals = sightings(3)
+    assert route([*originals, reissue(originals[0], "g0"), reissue(originals[1], "g1")])[1] == []
+
+
+def test_gradings_arriving_first_count_with_their_reports_once() -> None:
+    originals = sightings(5)
+    gradings = [reissue(r, f"g{i}") for i, r in enumerate(originals[:4])]
+    _, alerts = route(gradings + originals[:4])
+    assert alerts == []
+    _, [alert] = route(gradings + originals)
+    assert alert.evidence == ("r0", "r1", "r2", "r3", "r4")  # each report by its first issue
+
+
+def test_a_grading_s_conditions_travel_with_the_alert_in_place_of_the_report_s() -> None:
+    originals = sightings(5)
+    graded = reissue(originals[2], "g2", handling_code="C", handling_conditions="police only")
+    _, [alert] = route([*originals[:4], graded, originals[4]])
+    assert alert.handling_conditions == ("police only",)
+    assert alert.evidence == ("r0", "r1", "r2", "r3", "r4")
+
+
+@settings(max_examples=150, deadline=None)
+@given(spec=observations, data=st.data())
+def test_re_issuing_any_subset_of_reports_in_any_order_changes_no_alert_id(spec, data) -> None:
+    events = [report(f"r{i}", day(0) + timedelta(hours=h), locations=[at_cell(cell)], agency=agency,
+                     children=[child]) for i, (cell, h, agency, child) in enumerate(spec)]
+    chosen = data.draw(st.sets(st.integers(0, len(events) - 1))) if events else set()
+    gradings = [reissue(events[i], f"g{i}", handling_code="C", handling_conditions=f"cond {i}")
+                for i in sorted(chosen)]
+    _, plain = route(sorted(events, key=lambda e: e.occurred_at), SMALL)
+    _, reissued = route(data.draw(st.permutations(events + gradings)), SMALL)
+    assert ids(reissued) == ids(plain)
+    assert len(reissued) == len(ids(reissued))
