@@ -5,6 +5,9 @@ HOME_DIR := $(or $(HUBSTREAM_HOME),$(CURDIR)/.local)
 VENV := $(HOME_DIR)/venv
 BIN := $(VENV)/bin
 STACK := $(PYTHON) deploy/local/stack.py
+# The local stack is a single broker: topics with one replica and min.insync.replicas 1
+# (hubstream/settings.py; a real cluster leaves this unset and gets 3 and 2).
+export HUBSTREAM_DEPLOYMENT ?= local
 
 .PHONY: help install up down status clean demo test unit integration lint bench
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import click
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError, TransactionalIdNotFoundError
+from kafka.errors import TopicAlreadyExistsError, TransactionalIdNotFoundError, for_code
 
 from hubstream import kafka_security, topics
 from hubstream.retry import retrying
@@ -79,16 +80,31 @@ TopicSpec = tuple[str, int, dict[str, str]]
 
 
 def ensure_topics(
-    settings: Settings, specs: list[TopicSpec], *, wait_s: float = 30.0, principal: str = "admin"
+    settings: Settings, specs: list[TopicSpec], *, wait_s: float = 30.0, principal: str = "admin",
+    check_catalogue: bool = False,
 ) -> list[str]:
     """Create the (name, partitions, config) topics that do not exist yet, and wait until the
-    broker's metadata lists every one with its partitions; return the names created."""
+    broker's metadata lists every one with its partitions; return the names created.
+
+    Topics are created with the deployment's replication factor and min.insync.replicas
+    (:func:`topic_config`). First the cluster is checked against them (:func:`check_replication`):
+    :class:`ReplicationError` when it has fewer brokers than a topic to create needs, or when a
+    topic of ``specs`` that exists (with ``check_catalogue``, also any catalogued topic that
+    exists: the worker reads and writes them) has fewer replicas than configured.
+    """
     client = admin(settings, principal)
     try:
         existing = set(retrying("list_topics", client.list_topics))
         missing = [spec for spec in specs if spec[0] not in existing]
+        names = [name for name, _, _ in specs] + ([t.name for t in topics.ALL] if check_catalogue else [])
+        check_replication(
+            client, settings, to_create=[name for name, _, _ in missing],
+            existing=[name for name in dict.fromkeys(names) if name in existing],
+        )
         if missing:
-            new = [NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=config)
+            factor = settings.replication_factor
+            new = [NewTopic(name, num_partitions=n, replication_factor=factor,
+                            topic_configs=topic_config(settings, config))
                    for name, n, config in missing]
             try:
                 what = f"create_topics {', '.join(n for n, _, _ in missing)}"
@@ -109,6 +125,81 @@ def ensure_topics(
     finally:
         metadata.close()
     return [name for name, _, _ in missing]
+
+
+class ReplicationError(click.ClickException):
+    """The cluster cannot hold the replicas the deployment's settings ask for, or a topic has
+    fewer: `hubstream topics create` and the worker refuse to start (exit 1, the message alone)."""
+
+
+def topic_config(settings: Settings, config: Mapping[str, str]) -> dict[str, str]:
+    """A topic's configuration as created: its own, and the deployment's min.insync.replicas
+    (every producer sends with acks=all, so a write is acknowledged once that many replicas hold it)."""
+    return {**config, "min.insync.replicas": str(settings.min_insync_replicas)}
+
+
+def replication_problems(
+    factor: int, *, brokers: int, existing: Mapping[str, int], to_create: Sequence[str]
+) -> list[str]:
+    """What stops topics having ``factor`` replicas: an existing topic (name: its fewest replicas
+    over its partitions) with fewer, or a topic to create on a cluster of fewer live brokers.
+
+    Fewer live brokers with nothing to create is no problem: every replica stays assigned, and
+    a broker down for a while must not stop a worker restarting (writes go on while
+    min.insync.replicas of them are in sync)."""
+    setting = f"HUBSTREAM_REPLICATION_FACTOR={factor}"
+    problems = [
+        f"topic {name} has {n} replica{'' if n == 1 else 's'} per partition, fewer than {setting}"
+        for name, n in existing.items() if n < factor
+    ]
+    if brokers < factor:
+        problems += [
+            f"topic {name} cannot be created with {factor} replicas ({setting}): "
+            f"the cluster has {brokers} broker{'' if brokers == 1 else 's'}"
+            for name in to_create
+        ]
+    return problems
+
+
+def check_replication(
+    client: KafkaAdminClient, settings: Settings, *, to_create: Sequence[str], existing: Sequence[str]
+) -> None:
+    """Raise :class:`ReplicationError` naming each topic, its replication and the setting, when
+    the cluster cannot create ``to_create`` with the configured replication factor or a topic of
+    ``existing`` has fewer replicas than it (counted from each partition's assigned replicas,
+    so a broker that is down does not count against a topic)."""
+    factor, in_sync = settings.replication_factor, settings.min_insync_replicas
+    cluster = retrying("describe_cluster", client.describe_cluster)
+    brokers = [b for b in cluster["brokers"] if not b.get("is_fenced")]
+    found: dict[str, int] = {}
+    if existing:
+        unreadable: list[str] = []
+        for described in retrying("describe_topics", lambda: client.describe_topics(list(existing))):
+            name, code = described["name"], described["error_code"]
+            if code == 0 and described["partitions"]:
+                found[name] = min(len(p["replica_nodes"]) for p in described["partitions"])
+            elif code != 3:  # 3: UNKNOWN_TOPIC_OR_PARTITION, deleted since it was listed
+                unreadable.append(f"topic {name}: its replication cannot be read ({for_code(code).__name__})")
+        if unreadable:
+            raise ReplicationError("\n".join(unreadable))
+    replicas = {name: found[name] for name in existing if name in found}  # in the order asked
+    problems = replication_problems(factor, brokers=len(brokers), existing=replicas, to_create=to_create)
+    if problems:
+        raise ReplicationError(
+            f"refusing to start: this deployment asks for {factor} replicas of every topic and "
+            f"{in_sync} in sync (HUBSTREAM_REPLICATION_FACTOR={factor}, HUBSTREAM_MIN_INSYNC_REPLICAS="
+            f"{in_sync}, HUBSTREAM_DEPLOYMENT={settings.deployment}), and the cluster has "
+            f"{len(brokers)} broker{'' if len(brokers) == 1 else 's'}:\n"
+            + "".join(f"  {p}\n" for p in problems)
+            + "Add brokers, reassign the topics' partitions to more replicas "
+            "(kafka-reassign-partitions), or set HUBSTREAM_REPLICATION_FACTOR to what this cluster "
+            "holds (HUBSTREAM_DEPLOYMENT=local on the local stack's single broker)."
+        )
+    if len(brokers) < factor:
+        log.warning(
+            "the cluster has %d live broker(s), fewer than HUBSTREAM_REPLICATION_FACTOR=%d: "
+            "partitions stay under-replicated until the others return", len(brokers), factor,
+        )
 
 
 def _partitions_of(metadata: KafkaConsumer, name: str) -> set[int]:

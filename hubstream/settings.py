@@ -17,6 +17,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSIGNORS = ("cooperative-sticky", "range")
 DEFAULT_ASSIGNOR = ASSIGNORS[0]
 
+# What a deployment is (HUBSTREAM_DEPLOYMENT), and the replication factor and min.insync.replicas
+# of every topic hubstream creates there unless HUBSTREAM_REPLICATION_FACTOR and
+# HUBSTREAM_MIN_INSYNC_REPLICAS say otherwise. A cluster (the default) keeps three copies and
+# takes a write once two hold it, so one broker can be lost without losing a write or stopping
+# them; the local stack (the Makefile and the tests set HUBSTREAM_DEPLOYMENT=local) is one broker.
+DEPLOYMENTS = ("cluster", "local")
+REPLICATION_DEFAULTS: dict[str, tuple[int, int]] = {"cluster": (3, 2), "local": (1, 1)}
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -30,6 +38,13 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"setting {name} must be a whole number, got {raw!r}") from None
+
+
+def _env_at_least_one(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if value < 1:
+        raise ValueError(f"setting {name} must be at least 1, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,41 @@ class Settings:
         value = _env("HUBSTREAM_KAFKA_SECURITY", "sasl_ssl")
         if value not in ("sasl_ssl", "plaintext"):
             raise ValueError(f"setting HUBSTREAM_KAFKA_SECURITY must be sasl_ssl or plaintext, got {value!r}")
+        return value
+
+    @property
+    def deployment(self) -> str:
+        """cluster (default) or local: the local stack's single broker, said explicitly
+        (HUBSTREAM_DEPLOYMENT=local), never guessed from the bootstrap address."""
+        value = _env("HUBSTREAM_DEPLOYMENT", "cluster") or "cluster"
+        if value not in DEPLOYMENTS:
+            choices = " or ".join(DEPLOYMENTS)
+            raise ValueError(f"setting HUBSTREAM_DEPLOYMENT must be {choices}, got {value!r}")
+        return value
+
+    @property
+    def replication_factor(self) -> int:
+        """Replicas of every topic hubstream creates: 3 on a cluster, 1 on the local stack."""
+        return _env_at_least_one("HUBSTREAM_REPLICATION_FACTOR", REPLICATION_DEFAULTS[self.deployment][0])
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """Each topic's min.insync.replicas: how many replicas must hold a write (producers send
+        with acks=all) before it is acknowledged. 2 on a cluster, 1 on the local stack; at most
+        the replication factor."""
+        default = REPLICATION_DEFAULTS[self.deployment][1]
+        value = _env_at_least_one("HUBSTREAM_MIN_INSYNC_REPLICAS", default)
+        factor = self.replication_factor
+        if value > factor:
+            where = "on" if self.deployment == "local" else "outside"
+            given = (
+                f"({value})" if os.environ.get("HUBSTREAM_MIN_INSYNC_REPLICAS")
+                else f"({value}, the default {where} the local stack)"
+            )
+            raise ValueError(
+                f"setting HUBSTREAM_MIN_INSYNC_REPLICAS {given} must be at most "
+                f"HUBSTREAM_REPLICATION_FACTOR ({factor}): no write could ever be acknowledged"
+            )
         return value
 
     @property

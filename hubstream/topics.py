@@ -2,7 +2,10 @@
 
 `hubstream topics create` makes them from this list; the README table is written from it.
 Retention is kept long (or forever) on the event topics because replaying history when a
-rule changes is a core use; CSE records are retained, not deleted.
+rule changes is a core use; CSE records are retained, not deleted. Replication is not declared
+here but per deployment (HUBSTREAM_REPLICATION_FACTOR, HUBSTREAM_MIN_INSYNC_REPLICAS in
+hubstream/settings.py): hubstream.kafka.ensure_topics creates every topic, catalogued or the
+worker's own, with them, after checking the cluster can hold them.
 """
 
 from __future__ import annotations

@@ -142,8 +142,9 @@ def run_worker(
     tune_gc()
     log.info("rules: %s", ", ".join(r for r in RULES if r in enabled))
     prepare()
-    # Made before the group starts, so that a first assignment finds every changelog.
-    ensure_topics(settings, worker_topic_specs(), principal="worker")
+    # Made before the group starts, so that a first assignment finds every changelog; refused
+    # (ReplicationError) when the cluster or a topic it uses has fewer replicas than configured.
+    ensure_topics(settings, worker_topic_specs(), principal="worker", check_catalogue=True)
     engine = build(
         max_batch=max_batch, commit_every_s=commit_every_s, assignor=assignor,
         session_timeout_s=session_timeout_s,

@@ -105,6 +105,8 @@ def namespace(base: Settings) -> Iterator[Namespace]:
         "HUBSTREAM_HUB_STORE_DSN": f"{host} user=hub_store",
         "HUBSTREAM_HEALTH_STORE_DSN": f"{host} user=health_store",
         "HUBSTREAM_HOME": str(base.home),
+        # The local stack's single broker: one replica, one in sync (unless set otherwise).
+        "HUBSTREAM_DEPLOYMENT": os.environ.get("HUBSTREAM_DEPLOYMENT") or "local",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
