@@ -76,7 +76,9 @@ def _track(partition: int, key: str, child: str, area: str, due_at: datetime | N
 def _interview_step(
     partition: int, child: str, area: str, event: rules.RuleEvent | None, watermark: datetime
 ) -> list[rules.Alert]:
-    settings = rule_config.return_interview.for_area(area)
+    # Every area's settings: each episode's deadline is its own area's (where it was reported
+    # missing), not that of the event handled now. ``area`` is only kept in the due entry.
+    settings = rule_config.return_interview
     key = pseudonym(child)
     state = interview_states.get(partition, key) or return_interview.initial(child)
     alerts: list[rules.Alert] = []
@@ -104,7 +106,7 @@ def _falling_due(partition: int, watermark: datetime) -> list[tuple[str, str]]:
 # The rules that read each step of an episode: a worker running some rules only (a replay) does
 # not translate a step none of them reads. A step not named here is always translated.
 _READERS_OF_STEP = {
-    "reported_missing": {"repeat_missing", "hotspot"},
+    "reported_missing": {"repeat_missing", "return_interview", "hotspot"},  # its area: the episode's
     "found_or_returned": {"return_interview", "hotspot"},
     "return_interview": {"return_interview"},
 }
@@ -133,8 +135,8 @@ def missing_episodes(record: Record, batch: Batch) -> None:
             state, _ = repeat_missing.advance(state, watermark, settings)
             repeat_states.set(partition, key, state)
         if "return_interview" in enabled:
-            if isinstance(rule_event, (rules.ChildReturned, rules.ReturnInterview)):
-                alerts = _interview_step(partition, child, value["area"], rule_event, watermark)
+            if isinstance(rule_event, (rules.MissingReported, rules.ChildReturned, rules.ReturnInterview)):
+                alerts += _interview_step(partition, child, value["area"], rule_event, watermark)
             # Entries this event's time has made due, the current child's included (advance is
             # idempotent).
             for due_child, area in _falling_due(partition, watermark):

@@ -41,8 +41,9 @@ def reference_alerts(events: list[tuple[str, dict[str, Any]]]) -> list[rules.Ale
         area = record["area"]
         if isinstance(event, rules.MissingReported):
             fold(repeat_missing, event.child_id, event, config.repeat_missing.for_area(area))
-        if isinstance(event, (rules.ChildReturned, rules.ReturnInterview)):
-            fold(return_interview, event.child_id, event, config.return_interview.for_area(area))
+        if isinstance(event, (rules.MissingReported, rules.ChildReturned, rules.ReturnInterview)):
+            # Every area's settings: each episode is under its own area's (where it went missing).
+            fold(return_interview, event.child_id, event, config.return_interview)
         for key in hotspot.keys_for_event(event, config.hotspot.for_area(area)):
             fold(hotspot, key, event, config.hotspot.for_area(area))
         if isinstance(event, rules.IntelligenceReport) and event.children:
@@ -51,6 +52,6 @@ def reference_alerts(events: list[tuple[str, dict[str, Any]]]) -> list[rules.Ale
     assert latest is not None
     for (name, _key), state in list(states.items()):
         if name == return_interview.__name__:
-            _, fired = return_interview.advance(state, latest, config.return_interview.default)
+            _, fired = return_interview.advance(state, latest, config.return_interview)
             alerts.extend(fired)
     return alerts

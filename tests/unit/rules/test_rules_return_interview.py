@@ -8,8 +8,16 @@ from hypothesis import strategies as st
 from rules_factories import at, day, fold, ids, interview, missing, returned
 
 from streams.config import load_rule_config
-from streams.rules import LateEventError, MisroutedEventError, ReturnInterviewSettings, RuleInputError
+from streams.rules import (
+    AreaSettings,
+    LateEventError,
+    MisroutedEventError,
+    ReturnInterviewSettings,
+    RuleInputError,
+)
 from streams.rules import return_interview as rule
+from streams.rules.alerts import alert_id
+from streams.rules.return_interview import OVERDUE
 
 DEFAULT = ReturnInterviewSettings()
 AT_DEADLINE = ReturnInterviewSettings(out_of_order_hours=0)  # the timer not held back
@@ -174,9 +182,12 @@ def test_shorter_deadline_setting_gives_a_different_alert() -> None:
     assert short.alert_id != default.alert_id
 
 
-def test_missing_reports_leave_state_unchanged() -> None:
-    state = rule.initial("child-1")
-    assert rule.apply(state, missing("e1", day(0)), DEFAULT) == (state, [])
+def test_a_missing_report_raises_nothing_and_is_kept_for_its_area_only() -> None:
+    state, alerts = rule.apply(rule.initial("child-1"), missing("e1", day(0), area="south"), DEFAULT)
+    assert alerts == []
+    [record] = state.episodes
+    assert (record.area, record.returns, record.interviews) == ("south", (), ())
+    assert rule.next_due(state, DEFAULT) is None
 
 
 def test_event_for_another_child_is_misrouted() -> None:
@@ -373,3 +384,58 @@ def test_arrival_out_of_order_by_less_than_the_hold_back_gives_the_event_time_al
     arrivals = data.draw(arrival_within(events, HELD_BACK))
     in_event_time = _worker_run(sorted(events, key=lambda e: (e.occurred_at, e.event_id)), DEFAULT)
     assert _worker_run(arrivals, DEFAULT) == in_event_time
+
+
+# --- each episode under its own area's settings --------------------------------------------------
+
+# Placed out of area: the child goes missing from home once and from the placement once, and is
+# found each time in the other area (the returns' areas must not decide).
+_TWO_AREAS = [
+    missing("e1", day(0), area="home"),
+    missing("e2", day(0.25), area="placed"),
+    returned("e1", day(0.5), area="placed"),
+    returned("e2", day(0.75), area="home"),
+]  # every deadline is after the last of them
+
+
+@pytest.mark.parametrize(("home_hours", "placed_hours"), [(48, 96), (24, 12)])
+@pytest.mark.parametrize("last", range(len(_TWO_AREAS)))
+def test_each_episode_gets_its_own_areas_deadline_and_alert_id_whichever_event_comes_last(
+    home_hours: int, placed_hours: int, last: int
+) -> None:
+    by_area = AreaSettings(DEFAULT, {"home": ReturnInterviewSettings(hours=home_hours),
+                                     "placed": ReturnInterviewSettings(hours=placed_hours)})
+    events = [e for i, e in enumerate(_TWO_AREAS) if i != last] + [_TWO_AREAS[last]]
+    state = rule.initial("child-1")
+    alerts = []
+    for event in events:
+        state, raised = rule.apply(state, event, by_area)
+        alerts += raised
+        state, raised = rule.advance(state, event.occurred_at, by_area)
+        alerts += raised
+    assert rule.next_due(state, by_area) == min(day(0.5) + timedelta(hours=home_hours),
+                                                day(0.75) + timedelta(hours=placed_hours)) + HELD_BACK
+    state, raised = rule.advance(state, day(30), by_area)
+    alerts += raised
+    assert {a.alert_id: (a.window_end, a.area, a.settings) for a in alerts} == {
+        alert_id(OVERDUE, "child-1", ["e1"], (("hours", home_hours),)):
+            (day(0.5) + timedelta(hours=home_hours), "home", (("hours", home_hours),)),
+        alert_id(OVERDUE, "child-1", ["e2"], (("hours", placed_hours),)):
+            (day(0.75) + timedelta(hours=placed_hours), "placed", (("hours", placed_hours),)),
+    }
+
+
+def test_an_episode_whose_missing_report_is_not_held_takes_its_returns_area() -> None:
+    by_area = AreaSettings(DEFAULT, {"placed": ReturnInterviewSettings(hours=24)})
+    state, _ = rule.apply(rule.initial("child-1"), returned("e1", day(0), area="placed"), by_area)
+    _, [alert] = rule.advance(state, day(5), by_area)
+    assert (alert.window_end, alert.area) == (day(1), "placed")
+
+
+def test_a_missing_report_alone_is_pruned_after_the_lateness() -> None:
+    state, _ = rule.apply(rule.initial("child-1"), missing("e1", day(0)), DEFAULT)
+    assert [e.episode_id for e in state.episodes] == ["e1"]
+    state, _ = rule.advance(state, day(30), DEFAULT)
+    assert len(state.episodes) == 1
+    state, _ = rule.advance(state, day(30) + SECOND, DEFAULT)
+    assert state.episodes == ()
