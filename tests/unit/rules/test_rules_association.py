@@ -199,3 +199,19 @@ def test_re_issues_in_any_order_at_all_fire_once_per_qualifying_report(spec, dat
         if alert.alert_id not in anchored:
             assert any(alert.alert_id == alert_id("association", CAR.ref, [f"g{i}"], identity(SMALL))
                        for i in chosen)
+
+
+def test_a_further_report_about_a_busy_entity_re_checks_only_the_reports_it_can_change(monkeypatch) -> None:
+    # 300 reports an hour apart about two children: none qualifies, so every one stays unfired.
+    state, alerts = run([seen(f"r{i:03d}", day(0) + timedelta(hours=i), f"c{i % 2}") for i in range(300)])
+    assert alerts == []
+    checked: list[str] = []
+
+    def counting(rule_name, subject, anchor, pairs):
+        checked.append(anchor)
+        return alert_id(rule_name, subject, [anchor], pairs)
+
+    monkeypatch.setattr(rule, "anchor_alert_id", counting)
+    _, alerts = rule.apply(state, seen("r300", day(0) + timedelta(hours=300), "c0"), DEFAULT)
+    assert alerts == []
+    assert len(checked) <= 1  # the new report only: no earlier report's window holds it
