@@ -263,10 +263,10 @@ CALL_TIMEOUT_S = 60.0  # for one transactional call, retried while the broker sa
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (KafkaException, OSError, MemoryError)
 
 
-def default_instance() -> str:
-    """This worker's instance: ``HUBSTREAM_WORKER_INSTANCE`` (stable across restarts, as a
-    supervisor gives it), else host and process id."""
-    return os.environ.get("HUBSTREAM_WORKER_INSTANCE") or f"{socket.gethostname()}-{os.getpid()}"
+def stable_instance() -> str | None:
+    """``HUBSTREAM_WORKER_INSTANCE``: this worker's instance, stable across restarts, as a
+    supervisor gives it (the unit's instance name, the pod's name)."""
+    return os.environ.get("HUBSTREAM_WORKER_INSTANCE") or None
 
 
 @dataclass(frozen=True)
@@ -324,6 +324,12 @@ class Engine:
         commit_every_s: float = 2.0,
         instance: str | None = None,
     ) -> None:
+        """``instance``, stable across restarts of one worker process (default
+        ``HUBSTREAM_WORKER_INSTANCE``), names the transactional id and the static group
+        membership: a restarted worker takes its partitions straight back and aborts what its
+        predecessor left open. Without one, host and process id name the transactional id and
+        membership is dynamic."""
+        instance = instance or stable_instance()
         self.app_id = app_id
         self.handlers = handlers
         self.tables = list(tables)
@@ -347,10 +353,15 @@ class Engine:
         self.pending: dict[tuple[str, int], int] = {}  # offsets handled in the open transaction
         self.produced = 0  # messages sent in the open transaction
         self.failed = False  # once set, nothing more is committed
-        self.transactional_id = f"{app_id}-{instance or default_instance()}"
+        self.transactional_id = f"{app_id}-{instance or f'{socket.gethostname()}-{os.getpid()}'}"
+        # Static membership: the group keeps a restarted worker's partitions for it through its
+        # session, instead of waiting that long for the dead member and then rebalancing; a
+        # paused one coming back is fenced by its successor (FENCED_INSTANCE_ID).
+        membership = {"group.instance.id": f"{app_id}-{instance}"} if instance else {}
         self.consumer = Consumer(
             {
                 **consumer_config,
+                **membership,
                 "group.id": app_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -369,6 +380,11 @@ class Engine:
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
+                # Read committed, a changelog's last offset is a transaction marker, never
+                # delivered: the read ends at the partition's end, which only a fetch that finds
+                # nothing reports, after the broker has held it this long (librdkafka: 500 ms, a
+                # second per changelog partition at every start).
+                "fetch.wait.max.ms": 10,
             }
         )
         self.producer = Producer(
@@ -676,6 +692,9 @@ class Engine:
                     yield message.key().decode(), message.value()
                     if message.offset() >= high - 1:
                         done = True
+                if not done:
+                    [at] = self.restorer.position([TopicPartition(changelog, partition)])
+                    done = at.offset >= high  # past the last marker
         finally:
             self.restorer.unassign()
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from hubstream.cli import main as hubstream_main
 from streams import worker
 from streams.engine import Batch, Handler, Record
-from tests.support import worker_process
 
 
 def arm(handlers: dict[str, Handler], suffix: str, nth: int, marker: Path) -> str:
@@ -43,7 +42,6 @@ def main() -> None:
     if not marker.exists():
         topic = arm(worker.HANDLERS, suffix, nth, marker)
         print(f"faulty worker: {topic} raises OSError on its record {nth}", file=sys.stderr, flush=True)
-    worker_process.patch()
     hubstream_main()
 
 

@@ -123,9 +123,14 @@ def test_an_exception_in_a_handler_mid_batch(harness: Harness, tmp_path: Path) -
     assert_exactly_the_reference(outcome)
 
 
-def stopped(pid: int) -> bool:
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state == "T"
+def stopped(pid: int, within_s: float = 5.0) -> bool:
+    """Whether ``pid`` is stopped, waiting a little: a signal is delivered, not applied at once."""
+    deadline = time.monotonic() + within_s
+    while True:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T" or time.monotonic() > deadline:
+            return state == "T"
+        time.sleep(0.05)
 
 
 @pytest.mark.timeout(220)

@@ -132,7 +132,9 @@ def test_messages_of_a_partition_taken_away_are_left_for_its_next_owner(ns: Name
     """A batch fetched just before a revoke still holds messages of the revoked partition; its
     state is gone (the next owner has it), so they are skipped, not handled (a KeyError once)."""
     pipeline = Pipeline(ns, "engine-revoked")
-    fetcher = Consumer({**pipeline.config, "group.id": f"{pipeline.group}-fetch", "enable.partition.eof": True})
+    fetcher = Consumer(
+        {**pipeline.config, "group.id": f"{pipeline.group}-fetch", "enable.partition.eof": True}
+    )
     fetcher.assign([TopicPartition(pipeline.source, p, 0) for p in range(2)])
     messages, ends = [], 0
     while ends < 2:

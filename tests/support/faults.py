@@ -285,11 +285,11 @@ class Harness:
         self.supervisors.append(sup)
         return sup.start()
 
-    def worker(self, instance: str, *args: str, module: str = "tests.support.worker_process",
+    def worker(self, instance: str, *args: str, module: str = "hubstream.cli",
                extra_env: dict[str, str] | None = None) -> Supervisor:
-        """A supervised worker of instance ``instance``: the real CLI (through ``module``, by
-        default the one with the fast changelog reader) with a 6 s session, so that the group
-        gives a killed worker's partitions away within seconds rather than the default 45."""
+        """A supervised worker of instance ``instance``: the real CLI (or ``module``, a worker
+        with a fault armed) with a 6 s session, so that the group gives a paused worker's
+        partitions away within seconds rather than the default 45."""
         return self.supervise(
             [sys.executable, "-m", module, "worker", "--metrics-port", "0", *WORKER_SESSION, *args],
             f"worker-{instance}", {"HUBSTREAM_WORKER_INSTANCE": instance, **(extra_env or {})},
