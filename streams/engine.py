@@ -294,6 +294,17 @@ class DeliveryFailed(RuntimeError):
     """The transaction could not commit (an output refused, the worker fenced); it was aborted."""
 
 
+class Rebalancing(DeliveryFailed):
+    """The group moved to a new generation while offsets were being committed: the transaction
+    was refused, not the worker, which reads back what was committed and carries on."""
+
+
+# What TxnOffsetCommit answers for offsets sent under a generation the group has just left.
+_REBALANCING = frozenset(
+    {KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS, KafkaError.UNKNOWN_MEMBER_ID}
+)
+
+
 class PartitionsLost(RuntimeError):
     """The group took this worker's partitions without a revoke: its transaction was aborted."""
 
@@ -546,12 +557,16 @@ class Engine:
             return
         started = time.perf_counter()
         offsets = self._positions(self.pending)
-        if offsets:
-            self._call(
-                "send_offsets_to_transaction", self.producer.send_offsets_to_transaction,
-                offsets, self.consumer.consumer_group_metadata(), CALL_TIMEOUT_S,
-            )
-        self._call("commit_transaction", self.producer.commit_transaction, CALL_TIMEOUT_S)
+        try:
+            if offsets:
+                self._call(
+                    "send_offsets_to_transaction", self.producer.send_offsets_to_transaction,
+                    offsets, self._group_metadata(), CALL_TIMEOUT_S,
+                )
+            self._call("commit_transaction", self.producer.commit_transaction, CALL_TIMEOUT_S)
+        except Rebalancing as exc:
+            self._rewind(exc)
+            return
         self.pending = {}
         self.produced = 0
         self.producer.begin_transaction()
@@ -559,6 +574,35 @@ class Engine:
         TRANSACTION_SECONDS.observe(took)
         if took > SLOW_S:
             log.info("slow commit: %d partitions in %.2f s", len(offsets), took)
+
+    def _group_metadata(self) -> Any:
+        """The consumer's group member and generation, which fence the offsets of a transaction."""
+        return self.consumer.consumer_group_metadata()
+
+    def _rewind(self, why: Rebalancing) -> None:
+        """Abort the transaction and go back to what was committed: every partition's state read
+        back from its changelog, every input read again from the group's committed offset.
+
+        The partitions are still this worker's (a cooperative rebalance takes none away before its
+        owner revokes it; a lost one stops the worker through ``on_lost``); only the transaction
+        that raced the group's new generation is lost, and it is handled again."""
+        log.warning("%s; aborting the transaction and reading back what was committed", why)
+        self._call("abort_transaction", self.producer.abort_transaction, CALL_TIMEOUT_S)
+        self.pending = {}
+        self.produced = 0
+        self.producer.begin_transaction()
+        held = [TopicPartition(topic, partition) for topic, partition in self.assigned]
+        if self.on_revoke is not None:
+            self.on_revoke(list(self.assigned))
+        for tp in held:
+            self.start_offsets.pop((tp.topic, tp.partition), None)
+            for table in self.tables:
+                if table.source == tp.topic:
+                    table.drop(tp.partition)
+                    self._restore(table, tp.partition)
+        for tp in self.consumer.committed(held, timeout=CALL_TIMEOUT_S):
+            start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, start))
 
     def _positions(self, handled: dict[tuple[str, int], int]) -> list[TopicPartition]:
         """The offsets to commit for the partitions handled: the consumer's position where it is
@@ -584,6 +628,8 @@ class Engine:
                     log.info("%s: %s; trying again", what, error.str())
                     time.sleep(0.1)
                     continue
+                if error.code() in _REBALANCING and error.txn_requires_abort():
+                    raise Rebalancing(f"{what}: {error.str()}") from exc
                 raise DeliveryFailed(
                     f"{what} failed ({error.str()}): the transaction is aborted and nothing it held is "
                     "committed; the worker stops for its supervisor to restart it"

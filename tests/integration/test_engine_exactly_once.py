@@ -160,3 +160,50 @@ def test_messages_of_a_partition_taken_away_are_left_for_its_next_owner(ns: Name
     engine.producer.abort_transaction(30)
     engine.consumer.close()
     engine.restorer.close()
+
+
+def test_offsets_refused_for_a_generation_the_group_has_left_are_handled_again(ns: Namespace) -> None:
+    """A commit racing a rebalance is refused by the broker (ILLEGAL_GENERATION): the worker
+    aborts, reads back what was committed, and carries on; nothing is lost or sent twice."""
+    pipeline = Pipeline(ns, "engine-generation")
+    engine = pipeline.engine()
+    real = engine._group_metadata
+    stale: list[Any] = []
+    handed_stale = threading.Event()
+
+    def metadata() -> Any:
+        if stale and not handed_stale.is_set():
+            handed_stale.set()
+            return stale[0]
+        return real()
+
+    engine._group_metadata = metadata  # type: ignore[method-assign]
+    thread = threading.Thread(target=engine.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(pipeline.committed(pipeline.output)) < EVENTS and time.monotonic() < deadline:
+            time.sleep(0.5)
+        stale.append(real())
+        # Another member joins and leaves: the group moves on twice.
+        other = Consumer({**pipeline.config, "group.id": pipeline.group,
+                          "partition.assignment.strategy": "cooperative-sticky"})
+        other.subscribe([pipeline.source])
+        joined = time.monotonic() + 30
+        while not other.assignment() and time.monotonic() < joined:
+            other.poll(0.2)
+        other.close()
+        producer = Producer(pipeline.config)
+        for n in range(EVENTS, 2 * EVENTS):
+            producer.produce(pipeline.source, str(n).encode(), f"k{n % 4}".encode(), partition=n % 2)
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 60
+        while len(pipeline.committed(pipeline.output)) < 2 * EVENTS and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        engine.stop()
+        thread.join(60)
+    assert handed_stale.is_set()
+    assert not engine.failed  # rewound, not stopped
+    outputs = sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v)
+    assert outputs == list(range(2 * EVENTS))
