@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hubstream.kafka import librdkafka_config
-from streams.engine import Batch, Engine, Record, Table
+from streams.engine import CHANGELOG_MAX_BYTES, Batch, Engine, Record, Table
 from tests.support.stack import Namespace
 
 EVENTS = 40
@@ -207,3 +207,27 @@ def test_offsets_refused_for_a_generation_the_group_has_left_are_handled_again(n
     assert not engine.failed  # rewound, not stopped
     outputs = sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v)
     assert outputs == list(range(2 * EVENTS))
+
+
+def test_an_output_that_cannot_be_produced_commits_none_of_its_batch(ns: Namespace) -> None:
+    """produce() itself refusing a message (larger than any the producer sends) mid-batch: the
+    batch's offsets were once recorded first and committed on the way out, for outputs never sent."""
+    pipeline = Pipeline(ns, "engine-produce")
+    too_large = b"x" * (CHANGELOG_MAX_BYTES + 1)
+
+    def handler(record: Record, batch: Batch) -> None:
+        batch.send(pipeline.output, record.key, record.value)
+        batch.send(pipeline.output, record.key, too_large)
+
+    engine = Engine(pipeline.group, {pipeline.source: handler}, [], pipeline.config, pipeline.config,
+                    commit_every_s=0.2, max_batch=EVENTS)
+    with pytest.raises(KafkaException):
+        engine.run(install_signal_handlers=False)
+
+    reader = Consumer({**pipeline.config, "group.id": pipeline.group})
+    try:
+        committed = reader.committed([TopicPartition(pipeline.source, p) for p in range(2)], timeout=10)
+    finally:
+        reader.close()
+    assert [tp.offset for tp in committed] == [OFFSET_INVALID, OFFSET_INVALID]
+    assert pipeline.committed(pipeline.output) == []
