@@ -11,6 +11,7 @@ directly does the same job in half the time. They are set one by one, in declara
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import datetime
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -34,3 +35,25 @@ def evolve(state: T, **changes: Any) -> T:
     for name in names:
         _set(copy, name, changes[name] if name in changes else getattr(state, name))
     return copy
+
+
+class IssueOfReport:
+    """What a remembered issue of a report (a hotspot observation, an association link) says
+    of the report it is an issue of; its class has ``event_id``, ``occurred_at``, ``report_id``
+    and ``issued_at`` fields."""
+
+    __slots__ = ()
+    event_id: str
+    occurred_at: datetime
+    report_id: str
+    issued_at: datetime | None
+
+    @property
+    def report(self) -> str:
+        """The report this is an issue of: one however many times it was issued."""
+        return self.report_id or self.event_id
+
+    @property
+    def issue(self) -> tuple[datetime, str]:
+        """The order of the issues of one report: the first is its original, the last its grading."""
+        return (self.issued_at or self.occurred_at, self.event_id)

@@ -45,7 +45,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from streams.rules._json import decode, encode
-from streams.rules._state import evolve
+from streams.rules._state import IssueOfReport, evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late
 from streams.rules.alerts import Alert, SettingPairs, anchor_alert_id, new_alert
 from streams.rules.errors import MisroutedEventError
@@ -56,7 +56,7 @@ RULE: Final = "association"
 
 
 @dataclass(frozen=True, slots=True)
-class Link:
+class Link(IssueOfReport):
     """A report naming the entity, as the rule remembers it."""
 
     event_id: str
@@ -66,16 +66,6 @@ class Link:
     conditions: str | None
     report_id: str = ""  # the report's id when it is not the event id (a re-issued report)
     issued_at: UtcDatetime | None = None  # when this issue of the report reached the hub
-
-    @property
-    def report(self) -> str:
-        """The report this link is an issue of."""
-        return self.report_id or self.event_id
-
-    @property
-    def issue(self) -> tuple[datetime, str]:
-        """The order of the issues of one report: the first is its original, the last its grading."""
-        return (self.issued_at or self.occurred_at, self.event_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ import h3
 import msgspec
 
 from streams.rules._json import decode, encode, loads
-from streams.rules._state import evolve
+from streams.rules._state import IssueOfReport, evolve
 from streams.rules._time import UtcDatetime, advance_watermark, check_not_late, to_iso
 from streams.rules.alerts import Alert, new_alert
 from streams.rules.errors import MisroutedEventError, RuleInputError
@@ -75,7 +75,7 @@ HEAD: Final = "head"  # the part of a state that is not observations (see :func:
 
 
 @dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(IssueOfReport):
     event_id: str
     occurred_at: UtcDatetime
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]  # checked when read back from JSON
@@ -86,16 +86,6 @@ class Observation:
     conditions: str | None  # handling-code-C conditions of the source report
     report_id: str = ""  # the report's id when it is not the event id (a re-issued report)
     issued_at: UtcDatetime | None = None  # when this issue of the report reached the hub
-
-    @property
-    def report(self) -> str:
-        """The report this observation counts for: one however many times it was issued."""
-        return self.report_id or self.event_id
-
-    @property
-    def issue(self) -> tuple[datetime, str]:
-        """The order of the issues of one report: the first is its original, the last its grading."""
-        return (self.issued_at or self.occurred_at, self.event_id)
 
 
 Day = tuple[Observation, ...]  # one UTC day's observations, ordered by (occurred_at, event_id, lat, lon)
