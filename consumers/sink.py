@@ -403,7 +403,8 @@ class TransactionalSink:
                     self._renew(exc)
                     continue
                 if not messages:
-                    self._settle()
+                    if self._settle():
+                        self._send(self._past_markers())
                     idle += 1
                     if idle_polls_before_stop is not None and idle >= idle_polls_before_stop:
                         break
@@ -411,10 +412,7 @@ class TransactionalSink:
                 idle = 0
                 batch = self._prepare(messages)
                 if self._settle():
-                    expected = self._expected
-                    batch.expected = {tp: expected[tp] for tp in batch.next_offsets if tp in expected}
-                    batch.generation = self._generation
-                    self._in_flight = (batch, self._writer.submit(self._commit, batch))
+                    self._send(batch)
         finally:
             try:
                 self._settle(rewind=False)
@@ -423,6 +421,29 @@ class TransactionalSink:
                 self._consumer.close()
                 self._drop_connection()
         return self.stats
+
+    def _send(self, batch: _Batch) -> None:
+        """Hand the batch to the writer, with the offsets the database must still hold."""
+        if not batch.next_offsets:
+            return
+        expected = self._expected
+        batch.expected = {tp: expected[tp] for tp in batch.next_offsets if tp in expected}
+        batch.generation = self._generation
+        self._in_flight = (batch, self._writer.submit(self._commit, batch))
+
+    def _past_markers(self) -> _Batch:
+        """Offsets alone, for the partitions whose position has moved past what the database
+        holds with no message handed over: read committed, the transaction markers a topic
+        ends in are skipped. Stored too, or the store would read one message behind for ever."""
+        batch = _Batch([])
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return batch
+        for tp in self._consumer.position(assigned):
+            key = (tp.topic, tp.partition)
+            if key in self._expected and tp.offset > (self._expected[key] or 0):
+                batch.next_offsets[key] = tp.offset
+        return batch
 
     def _next_batch(self) -> list[Any]:
         """Wait for one message, then take whatever else has already arrived, up to a batch."""
@@ -506,10 +527,12 @@ class TransactionalSink:
         for tp, offset in batch.next_offsets.items():
             if tp in self._expected:
                 self._expected[tp] = offset
-        self.stats.rows += len(batch.decoded)
-        self.stats.dead_letters += batch.rejected
-        self.stats.batches += 1
-        self._observe(batch, committed_at)
+        if batch.messages:
+            self.stats.rows += len(batch.decoded)
+            self.stats.dead_letters += batch.rejected
+            self.stats.batches += 1
+            self._observe(batch, committed_at)
+        self._observe_lag()
         if kafka_commit:
             with contextlib.suppress(KafkaException):  # for lag monitoring only; never read back
                 self._consumer.commit(
@@ -531,6 +554,8 @@ class TransactionalSink:
         for m in messages:
             # Kafka's record timestamp is when the message was produced: publication to row.
             observe(max(0.0, (now_ms - m.timestamp()[1]) / 1000))
+
+    def _observe_lag(self) -> None:
         assigned = self._consumer.assignment()
         if not assigned:
             return

@@ -358,7 +358,9 @@ class Engine:
         self.on_poison = on_poison
         self.on_revoke = on_revoke
         self.assigned: dict[tuple[str, int], Assigned] = {}
-        self.start_offsets: dict[tuple[str, int], int] = {}  # committed when assigned, asked once
+        # The group's committed offset per partition held, as far as this worker knows: asked
+        # once when first needed after the partition is assigned, then what it commits itself.
+        self.committed_offsets: dict[tuple[str, int], int] = {}
         self.commit_every_s = commit_every_s
         self.next_commit = 0.0
         self.pending: dict[tuple[str, int], int] = {}  # offsets handled in the open transaction
@@ -554,7 +556,9 @@ class Engine:
             for key, data, partition in table.changelog_messages():
                 self._produce(table.changelog, key, data, partition=partition)
         if not self.produced and not self.pending:
-            return
+            self.pending = self._past_markers()
+            if not self.pending:
+                return
         started = time.perf_counter()
         offsets = self._positions(self.pending)
         try:
@@ -567,6 +571,7 @@ class Engine:
         except Rebalancing as exc:
             self._rewind(exc)
             return
+        self.committed_offsets.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
         self.pending = {}
         self.produced = 0
         self.producer.begin_transaction()
@@ -595,7 +600,7 @@ class Engine:
         if self.on_revoke is not None:
             self.on_revoke(list(self.assigned))
         for tp in held:
-            self.start_offsets.pop((tp.topic, tp.partition), None)
+            self.committed_offsets.pop((tp.topic, tp.partition), None)
             for table in self.tables:
                 if table.source == tp.topic:
                     table.drop(tp.partition)
@@ -603,6 +608,17 @@ class Engine:
         for tp in self.consumer.committed(held, timeout=CALL_TIMEOUT_S):
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, start))
+
+    def _past_markers(self) -> dict[tuple[str, int], int]:
+        """Partitions held whose position has moved past their committed offset with nothing
+        handled: read committed, the transaction markers a topic ends in are skipped, never handed
+        over. Committed too, or the group's lag would read 1 for ever on each of them."""
+        held = [TopicPartition(t, p) for t, p in self.assigned]
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self.consumer.position(held)
+            if tp.offset >= 0 and tp.offset > self._committed_offset(tp)
+        }
 
     def _positions(self, handled: dict[tuple[str, int], int]) -> list[TopicPartition]:
         """The offsets to commit for the partitions handled: the consumer's position where it is
@@ -699,7 +715,7 @@ class Engine:
         gone = [(tp.topic, tp.partition) for tp in partitions]
         for topic, partition in gone:
             self.assigned.pop((topic, partition), None)
-            self.start_offsets.pop((topic, partition), None)
+            self.committed_offsets.pop((topic, partition), None)
             self.pending.pop((topic, partition), None)
             for table in self.tables:
                 if table.source == topic:
@@ -762,12 +778,15 @@ class Engine:
         [read] = self.consumer.position([tp])
         if read.offset >= 0:
             return int(read.offset)
+        return self._committed_offset(tp)
+
+    def _committed_offset(self, tp: TopicPartition) -> int:
         key = (tp.topic, tp.partition)
-        start = self.start_offsets.get(key)
-        if start is None:
+        offset = self.committed_offsets.get(key)
+        if offset is None:
             [committed] = self.consumer.committed([tp], timeout=10)
-            start = self.start_offsets[key] = int(committed.offset)
-        return start
+            offset = self.committed_offsets[key] = int(committed.offset)
+        return offset
 
     def _offsets_of(self, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:
         """(low, high) offsets of a partition, waiting out a topic the broker is still making."""

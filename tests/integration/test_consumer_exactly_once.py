@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hubstream import kafka, topics
 from hubstream.progress import wait_until
@@ -134,3 +135,38 @@ def test_a_fenced_consumer_is_replaced_and_the_sink_carries_on(ns: Namespace) ->
     assert sink.poll() is None, "the sink should still be running"
     assert "starting a new one from the database's offsets" in log_file.read_text()
     assert scalar(ns, "SELECT count(*) FROM audit.access_log WHERE action = 'write'") == 300
+
+
+def test_alerts_written_in_transactions_are_stored_to_the_end_of_each_partition(ns: Namespace) -> None:
+    # The worker writes alerts in transactions: each partition ends in a marker, never handed
+    # to a read-committed reader. The database's offsets go past it, or a store that has
+    # written every row would read as one message behind on each partition for ever.
+    serde = serde_for(ns.settings)
+    topic = ns.topic(topics.ALERTS)
+    producer = Producer({
+        **kafka.librdkafka_config(ns.settings, "worker"),
+        "transactional.id": f"{ns.prefix}hubstream-worker-test",
+    })
+    producer.init_transactions(30)
+    for batch in range(5):
+        producer.begin_transaction()
+        for n in range(batch * 10, batch * 10 + 10):
+            record = alert(n, T0 + timedelta(minutes=n))
+            producer.produce(topic, serde.encode(topic, "Alert", record), record["subject"].encode())
+        producer.commit_transaction(30)
+    probe = Consumer({**kafka.librdkafka_config(ns.settings, "admin"), "group.id": f"{ns.prefix}probe"})
+    metadata = probe.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in metadata}
+    probe.close()
+    ends = {p: end for p, end in ends.items() if end > 0}
+
+    def stored() -> dict[int, int]:
+        with ns.owner_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT partition, next_offset FROM hub.consumer_offsets WHERE topic = %s", (topic,))
+            return dict(cur.fetchall())
+
+    start_consumer(ns)
+    with contextlib.suppress(TimeoutError):  # the assertion below shows the difference
+        wait_until(lambda: stored() == ends, timeout_s=60, what="the stored offsets at the ends")
+    assert rows(ns) == 50
+    assert stored() == ends

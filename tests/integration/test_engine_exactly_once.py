@@ -25,7 +25,7 @@ class Pipeline:
     """A source topic of numbered events, an output per event not seen before (as the rules
     ignore an event they have seen), and a table of the events each key has seen."""
 
-    def __init__(self, ns: Namespace, name: str) -> None:
+    def __init__(self, ns: Namespace, name: str, *, transactional_source: bool = False) -> None:
         self.config = librdkafka_config(ns.settings, "admin")
         self.group = f"{ns.prefix}{name}"
         self.source, self.output, self.dead = (f"{self.group}-{t}" for t in ("in", "out", "dead"))
@@ -35,9 +35,17 @@ class Pipeline:
         topics.append(NewTopic(f"{self.group}-seen-changelog", 2, 1, config={"cleanup.policy": "compact"}))
         for future in admin.create_topics(topics).values():
             future.result(30)
-        producer = Producer(self.config)
+        if transactional_source:  # as the worker writes its re-keyed topics: markers between
+            producer = Producer({**self.config, "transactional.id": f"{self.group}-source"})
+            producer.init_transactions(30)
+        else:
+            producer = Producer(self.config)
         for n in range(EVENTS):
+            if transactional_source and n % 10 == 0:
+                producer.begin_transaction()
             producer.produce(self.source, str(n).encode(), f"k{n % 4}".encode(), partition=n % 2)
+            if transactional_source and n % 10 == 9:
+                producer.commit_transaction(30)
         assert producer.flush(30) == 0
 
     def handler(self, fail: Callable[[Record], None]) -> Callable[[Record, Batch], None]:
@@ -55,7 +63,7 @@ class Pipeline:
     def engine(self, fail: Callable[[Record], None] = lambda r: None, **kwargs: Any) -> Engine:
         return Engine(
             self.group, {self.source: self.handler(fail)}, [self.table], self.config, self.config,
-            commit_every_s=0.2, **kwargs,
+            **{"commit_every_s": 0.2, **kwargs},
         )
 
     def run_until_outputs(self, engine: Engine, count: int, timeout_s: float = 60) -> None:
@@ -231,3 +239,36 @@ def test_an_output_that_cannot_be_produced_commits_none_of_its_batch(ns: Namespa
         reader.close()
     assert [tp.offset for tp in committed] == [OFFSET_INVALID, OFFSET_INVALID]
     assert pipeline.committed(pipeline.output) == []
+
+
+def test_a_source_ending_in_a_transaction_marker_is_committed_to_its_end(ns: Namespace) -> None:
+    # Read committed, a partition written in transactions ends in a marker that is never handed
+    # over: the last message handled commits the offset of that marker, and a group whose lag
+    # reads 1 for ever looks stuck to anyone waiting for it (or alerting on it) to catch up.
+    pipeline = Pipeline(ns, "engine-markers", transactional_source=True)
+    source = [TopicPartition(pipeline.source, p) for p in range(2)]
+    probe = Consumer({**pipeline.config, "group.id": f"{pipeline.group}-probe"})
+    ends = {tp.partition: probe.get_watermark_offsets(tp, timeout=10)[1] for tp in source}
+    probe.close()
+    assert all(end > EVENTS // 2 for end in ends.values()), ends  # markers follow the messages
+
+    def committed() -> dict[int, int]:
+        reader = Consumer({**pipeline.config, "group.id": pipeline.group})
+        try:
+            return {tp.partition: tp.offset for tp in reader.committed(source, timeout=10)}
+        finally:
+            reader.close()
+
+    # Each message handled and committed alone: the last one is committed before its marker is read.
+    engine = pipeline.engine(max_batch=1, commit_every_s=0)
+    thread = threading.Thread(target=engine.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    deadline = time.monotonic() + 60
+    try:
+        while committed() != ends and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        engine.stop()
+        thread.join(60)
+    assert committed() == ends
+    assert sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v) == list(range(EVENTS))
