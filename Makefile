@@ -58,5 +58,5 @@ BENCH_VENV := $(HOME_DIR)/bench-venv
 bench: up ## Benchmarks on the local stack; prints a table and writes bench/results/*.json
 	@test -x $(BENCH_VENV)/bin/python || ( $(PYTHON) -m venv --without-pip $(BENCH_VENV) && \
 	  $(BIN)/pip --python $(BENCH_VENV)/bin/python install -q quixstreams==3.28.1 fastavro==1.13.1 \
-	    kafka-python==3.0.12 py-spy==0.4.3 tqdm==4.70.1 )
+	    kafka-python==3.0.12 py-spy==0.4.3 tqdm==4.70.1 click==8.1.8 )
 	$(BIN)/python -m bench

@@ -11,7 +11,7 @@ Clock points (wall time, one host, so one clock):
 * worker caught up: the first lag sample (every 0.25 s after publishing ends, 1 s before) at
   which the worker group's committed offsets equal the end offsets of all its input and
   re-keyed topics, confirmed by a second zero sample 2 s later. The worker commits every
-  second, so this is up to about 1.25 s after it really finished.
+  0.1 s, so this is up to about 0.4 s after it really finished.
 * last row: with the worker caught up, the alerts (and hub-decisions) topics' end offsets are
   final; last row is the first moment (polled every 0.25 s) at which the hub store's
   consumer_offsets table, written in the same transaction as the rows, holds offsets at or

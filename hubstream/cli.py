@@ -150,8 +150,9 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
     help="Most messages handled, written and committed together.",
 )
 @click.option(
-    "--commit-interval", type=click.FloatRange(0, 60), default=2.0, show_default=True,
-    help="Seconds between transaction commits (outputs, changelogs and offsets together); a "
+    "--commit-interval", type=click.FloatRange(0, 60), default=None,
+    help="Seconds between transaction commits (outputs, changelogs and offsets together; default "
+    "0.1, Kafka Streams' under exactly-once; under a backlog, once per batch); a "
     "crashed worker handles at most this much again, and readers that read committed (the "
     "sinks) see alerts at most this much later. Each commit waits for the broker, so shorter "
     "intervals cost replay throughput.",
@@ -176,7 +177,7 @@ def simulate(seed: int, start: str, days: int, children: int, out: Path | None) 
     "reads all state back at each rebalance. Use range with several workers on several cores.",
 )
 def worker(
-    metrics_port: int, max_batch: int, commit_interval: float, session_timeout: float,
+    metrics_port: int, max_batch: int, commit_interval: float | None, session_timeout: float,
     rules: str | None, assignor: str,
 ) -> None:
     """Start the stream processors: correlate agency events into alerts and health flags.
@@ -195,6 +196,7 @@ def worker(
         HUBSTREAM_WORKER_ID=hubstream-worker-replay-2026-11 hubstream worker --rules repeat_missing
     """
     from hubstream.metrics import serve
+    from streams.engine import COMMIT_EVERY_S
     from streams.worker import choose_rules, run_worker
 
     if rules is not None:
@@ -204,7 +206,8 @@ def worker(
             raise click.BadParameter(str(exc), param_hint="--rules") from None
     serve(metrics_port)
     code = run_worker(
-        max_batch=max_batch, commit_every_s=commit_interval, assignor=assignor,
+        max_batch=max_batch, assignor=assignor,
+        commit_every_s=COMMIT_EVERY_S if commit_interval is None else commit_interval,
         session_timeout_s=session_timeout,
     )
     sys.exit(code)

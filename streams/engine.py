@@ -258,6 +258,9 @@ CHANGELOG_MAX_BYTES = 64 * 1024 * 1024  # largest state a changelog message may 
 # wait at most this long behind a killed worker's transaction. A restarted worker with the same
 # instance aborts it at once instead.
 TRANSACTION_TIMEOUT_MS = 30_000
+# Kafka Streams' default under exactly-once: an alert is visible to readers that read committed,
+# and an observation to the worker's own re-keyed reading, at most this long after it is raised.
+COMMIT_EVERY_S = 0.1
 CALL_TIMEOUT_S = 60.0  # for one transactional call, retried while the broker says it may pass
 # Not the record's fault: these stop the engine, where any other exception poisons the record.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (KafkaException, OSError, MemoryError)
@@ -332,7 +335,7 @@ class Engine:
         on_poison: Poison | None = None,
         on_revoke: Revoked | None = None,
         assignor: str = DEFAULT_ASSIGNOR,
-        commit_every_s: float = 2.0,
+        commit_every_s: float = COMMIT_EVERY_S,
         instance: str | None = None,
     ) -> None:
         """``instance``, stable across restarts of one worker process (default

@@ -30,7 +30,7 @@ from streams.app import (
     settings,
 )
 from streams.association.handlers import associations
-from streams.engine import CHANGELOG_MAX_BYTES, Engine, Handler, Table
+from streams.engine import CHANGELOG_MAX_BYTES, COMMIT_EVERY_S, Engine, Handler, Table
 from streams.health_flags.handlers import hub_decisions
 from streams.hotspot.handlers import hotspots
 from streams.intelligence.handlers import intelligence
@@ -87,7 +87,7 @@ def _catalogued_partitions(name: str) -> int:
 
 
 def build(
-    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = DEFAULT_ASSIGNOR,
+    *, max_batch: int = 5000, commit_every_s: float = COMMIT_EVERY_S, assignor: str = DEFAULT_ASSIGNOR,
     session_timeout_s: float = 45.0,
 ) -> Engine:
     handlers, tables = running()
@@ -133,7 +133,7 @@ def tune_gc() -> None:
 
 
 def run_worker(
-    *, max_batch: int = 5000, commit_every_s: float = 2.0, assignor: str = DEFAULT_ASSIGNOR,
+    *, max_batch: int = 5000, commit_every_s: float = COMMIT_EVERY_S, assignor: str = DEFAULT_ASSIGNOR,
     session_timeout_s: float = 45.0,
 ) -> int:
     """Run until stopped: 0 when stopped by a signal, 1 after a failure (the open transaction
