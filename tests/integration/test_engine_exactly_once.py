@@ -78,6 +78,15 @@ class Pipeline:
             engine.stop()
             thread.join(60)
 
+    def source_offsets(self) -> dict[int, int]:
+        """The group's committed offset on each source partition."""
+        reader = Consumer({**self.config, "group.id": self.group})
+        try:
+            source = [TopicPartition(self.source, p) for p in range(2)]
+            return {tp.partition: tp.offset for tp in reader.committed(source, timeout=10)}
+        finally:
+            reader.close()
+
     def committed(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
         reader = Consumer({**self.config, "group.id": f"{self.group}-reader-{time.monotonic_ns()}",
                            "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -232,12 +241,7 @@ def test_an_output_that_cannot_be_produced_commits_none_of_its_batch(ns: Namespa
     with pytest.raises(KafkaException):
         engine.run(install_signal_handlers=False)
 
-    reader = Consumer({**pipeline.config, "group.id": pipeline.group})
-    try:
-        committed = reader.committed([TopicPartition(pipeline.source, p) for p in range(2)], timeout=10)
-    finally:
-        reader.close()
-    assert [tp.offset for tp in committed] == [OFFSET_INVALID, OFFSET_INVALID]
+    assert pipeline.source_offsets() == {0: OFFSET_INVALID, 1: OFFSET_INVALID}
     assert pipeline.committed(pipeline.output) == []
 
 
@@ -252,23 +256,16 @@ def test_a_source_ending_in_a_transaction_marker_is_committed_to_its_end(ns: Nam
     probe.close()
     assert all(end > EVENTS // 2 for end in ends.values()), ends  # markers follow the messages
 
-    def committed() -> dict[int, int]:
-        reader = Consumer({**pipeline.config, "group.id": pipeline.group})
-        try:
-            return {tp.partition: tp.offset for tp in reader.committed(source, timeout=10)}
-        finally:
-            reader.close()
-
     # Each message handled and committed alone: the last one is committed before its marker is read.
     engine = pipeline.engine(max_batch=1, commit_every_s=0)
     thread = threading.Thread(target=engine.run, kwargs={"install_signal_handlers": False})
     thread.start()
     deadline = time.monotonic() + 60
     try:
-        while committed() != ends and time.monotonic() < deadline:
+        while pipeline.source_offsets() != ends and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
         engine.stop()
         thread.join(60)
-    assert committed() == ends
+    assert pipeline.source_offsets() == ends
     assert sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v) == list(range(EVENTS))
