@@ -262,6 +262,9 @@ TRANSACTION_TIMEOUT_MS = 30_000
 # and an observation to the worker's own re-keyed reading, at most this long after it is raised.
 COMMIT_EVERY_S = 0.1
 CALL_TIMEOUT_S = 60.0  # for one transactional call, retried while the broker says it may pass
+# A previous owner's open transaction ends within its timeout, the broker's abort check (every
+# 10 s) and a margin.
+STABLE_OFFSETS_WAIT_S = TRANSACTION_TIMEOUT_MS / 1000 + 10 + CALL_TIMEOUT_S
 # Not the record's fault: these stop the engine, where any other exception poisons the record.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (KafkaException, OSError, MemoryError)
 
@@ -602,14 +605,14 @@ class Engine:
         held = [TopicPartition(topic, partition) for topic, partition in self.assigned]
         if self.on_revoke is not None:
             self.on_revoke(list(self.assigned))
+        self._await_stable_offsets(held)
         for tp in held:
-            self.committed_offsets.pop((tp.topic, tp.partition), None)
             for table in self.tables:
                 if table.source == tp.topic:
                     table.drop(tp.partition)
                     self._restore(table, tp.partition)
-        for tp in self.consumer.committed(held, timeout=CALL_TIMEOUT_S):
-            start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            committed = self.committed_offsets[(tp.topic, tp.partition)]
+            start = committed if committed >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, start))
 
     def _past_markers(self) -> dict[tuple[str, int], int]:
@@ -624,15 +627,22 @@ class Engine:
         }
 
     def _positions(self, handled: dict[tuple[str, int], int]) -> list[TopicPartition]:
-        """The offsets to commit for the partitions handled: the consumer's position where it is
-        past the last message handled (a transaction's marker follows the re-keyed topics' last
-        messages, and a group's lag reads 0 only past it), else the next offset after it."""
-        wanted = [TopicPartition(t, p) for t, p in handled]
-        positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(wanted)}
-        return [
-            TopicPartition(t, p, max(next_offset, positions.get((t, p), -1)))
-            for (t, p), next_offset in handled.items()
-        ]
+        """The offsets to commit: every partition held, not only those handled, so that the
+        group checks every transaction against its generation (a paused worker's timers raise
+        alerts with no event handled). Where it is past the last message handled, the consumer's
+        position (a transaction's marker follows the re-keyed topics' last messages, and a
+        group's lag reads 0 only past it); else the next offset after it, or the group's own."""
+        held = [TopicPartition(t, p) for t, p in self.assigned]
+        positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(held)}
+        offsets = []
+        for tp in held:
+            key = (tp.topic, tp.partition)
+            offset = max(handled.get(key, -1), positions.get(key, -1))
+            if offset < 0:
+                offset = self._committed_offset(tp)
+            if offset >= 0:
+                offsets.append(TopicPartition(tp.topic, tp.partition, offset))
+        return offsets
 
     def _call(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
         """A transactional call, retried while the broker says it may yet pass; an error that
@@ -688,6 +698,7 @@ class Engine:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Restoring can take long: not inside a transaction the broker would time out.
         self._commit()
+        self._await_stable_offsets(partitions)
         now = time.monotonic()
         for tp in partitions:
             held = TopicPartition(tp.topic, tp.partition)
@@ -699,6 +710,21 @@ class Engine:
                 if table.source == tp.topic:
                     self._restore(table, tp.partition)
         log.info("assigned %s", _names(partitions))
+
+    def _await_stable_offsets(self, partitions: list[TopicPartition]) -> None:
+        """Wait for the group's offsets of ``partitions`` to be stable, and keep them.
+
+        The group fences a transaction's offsets when they are sent, not when it commits: a
+        previous owner paused between the two commits after the partitions are this worker's.
+        Until it ends (committed, or aborted by the broker after its timeout) its changelog
+        writes are unread and the group's offsets unstable. Asked read committed, the group
+        answers only once they are stable; state read back before then would be older than the
+        offsets read on from."""
+        wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        if not wanted:
+            return
+        for tp in self.consumer.committed(wanted, timeout=STABLE_OFFSETS_WAIT_S):
+            self.committed_offsets[(tp.topic, tp.partition)] = int(tp.offset)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._commit()  # the next owner starts from what this worker has handled (nothing if failed)

@@ -179,6 +179,17 @@ def test_messages_of_a_partition_taken_away_are_left_for_its_next_owner(ns: Name
     engine.restorer.close()
 
 
+def move_the_group_on(pipeline: Pipeline) -> None:
+    """Another member joins and leaves: the group's generation moves on twice."""
+    other = Consumer({**pipeline.config, "group.id": pipeline.group,
+                      "partition.assignment.strategy": "cooperative-sticky"})
+    other.subscribe([pipeline.source])
+    joined = time.monotonic() + 30
+    while not other.assignment() and time.monotonic() < joined:
+        other.poll(0.2)
+    other.close()
+
+
 def test_offsets_refused_for_a_generation_the_group_has_left_are_handled_again(ns: Namespace) -> None:
     """A commit racing a rebalance is refused by the broker (ILLEGAL_GENERATION): the worker
     aborts, reads back what was committed, and carries on; nothing is lost or sent twice."""
@@ -202,14 +213,7 @@ def test_offsets_refused_for_a_generation_the_group_has_left_are_handled_again(n
         while len(pipeline.committed(pipeline.output)) < EVENTS and time.monotonic() < deadline:
             time.sleep(0.5)
         stale.append(real())
-        # Another member joins and leaves: the group moves on twice.
-        other = Consumer({**pipeline.config, "group.id": pipeline.group,
-                          "partition.assignment.strategy": "cooperative-sticky"})
-        other.subscribe([pipeline.source])
-        joined = time.monotonic() + 30
-        while not other.assignment() and time.monotonic() < joined:
-            other.poll(0.2)
-        other.close()
+        move_the_group_on(pipeline)
         producer = Producer(pipeline.config)
         for n in range(EVENTS, 2 * EVENTS):
             producer.produce(pipeline.source, str(n).encode(), f"k{n % 4}".encode(), partition=n % 2)
@@ -269,3 +273,108 @@ def test_a_source_ending_in_a_transaction_marker_is_committed_to_its_end(ns: Nam
         thread.join(60)
     assert pipeline.source_offsets() == ends
     assert sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v) == list(range(EVENTS))
+
+
+def test_a_transaction_that_sent_offsets_before_its_partitions_moved_is_waited_for(ns: Namespace) -> None:
+    """The group fences a transaction's offsets when they are sent, not when it commits: a worker
+    paused between the two (a zombie) still commits once it wakes, after its partitions have gone
+    to another. Until then the group's offsets are unstable and its changelog writes unread; a
+    new owner that reads state back without waiting restores the state from before that
+    transaction and reads on from the offsets after it: the events it saw count for nothing."""
+    pipeline = Pipeline(ns, "engine-zombie")
+    source = [TopicPartition(pipeline.source, p) for p in range(2)]
+    zombie = Consumer({**pipeline.config, "group.id": pipeline.group, "enable.auto.commit": False,
+                       "isolation.level": "read_committed"})
+    zombie.subscribe([pipeline.source])
+    deadline = time.monotonic() + 30
+    while len(zombie.assignment()) < 2 and time.monotonic() < deadline:
+        zombie.poll(0.2)
+    assert len(zombie.assignment()) == 2
+    producer = Producer({**pipeline.config, "transactional.id": f"{pipeline.group}-zombie"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    seen: dict[tuple[int, str], list[str]] = {}
+    for n in range(EVENTS):  # the zombie handled every event: outputs, state and offsets
+        producer.produce(pipeline.output, str(n).encode(), f"k{n % 4}".encode(), partition=n % 2)
+        seen.setdefault((n % 2, f"k{n % 4}"), []).append(str(n))
+    for (partition, key), values in seen.items():
+        producer.produce(f"{pipeline.group}-seen-changelog", json.dumps(values).encode(), key.encode(),
+                         partition=partition)
+    producer.send_offsets_to_transaction(
+        [TopicPartition(pipeline.source, p, EVENTS // 2) for p in range(2)],
+        zombie.consumer_group_metadata(), 30,
+    )
+    zombie.close()  # gone from the group, its transaction still open
+
+    engine = pipeline.engine()
+    thread = threading.Thread(target=engine.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    try:
+        admin = AdminClient(pipeline.config)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            group = admin.describe_consumer_groups([pipeline.group])[pipeline.group].result(10)
+            if sum(len(m.assignment.topic_partitions) for m in group.members) == 2:
+                break
+            time.sleep(0.2)
+        time.sleep(2.0)  # the partitions are the engine's: it is reading their state back, or waiting
+        producer.commit_transaction(30)  # the zombie wakes and commits: only its offsets were fenced
+        resent = Producer(pipeline.config)
+        for n in range(2 * EVENTS):  # its events again, which the engine must know it has seen, and new ones
+            resent.produce(pipeline.source, str(n).encode(), f"k{n % 4}".encode(), partition=n % 2)
+        assert resent.flush(30) == 0
+        ends = {tp.partition: EVENTS // 2 + EVENTS for tp in source}
+        deadline = time.monotonic() + 60
+        while pipeline.source_offsets() != ends and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        engine.stop()
+        thread.join(60)
+    assert pipeline.source_offsets() == ends
+    outputs = sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v)
+    assert outputs == list(range(2 * EVENTS))  # the zombie's 0..39 once, then 40..79; none again
+
+
+def test_a_transaction_of_timer_outputs_alone_is_checked_against_the_group(ns: Namespace) -> None:
+    """A paused worker's timers raise alerts with no event handled. The group checks a
+    transaction's generation only through the offsets it sends: one that sent none would commit
+    a zombie's alerts unchecked. Every transaction carries the offsets of every partition held."""
+    pipeline = Pipeline(ns, "engine-timer-fenced")
+    ticks: list[int] = []
+
+    def tick(batch: Batch, assigned: list[Any]) -> None:
+        if assigned:
+            ticks.append(len(ticks))
+            batch.send(pipeline.output, b"timer", f"timer-{ticks[-1]}".encode())
+
+    engine = pipeline.engine(tick=tick, tick_every_s=0.3)
+    real = engine._group_metadata
+    stale: list[Any] = []
+    refused: list[int] = []
+
+    def metadata() -> Any:
+        if stale and not refused:
+            refused.append(ticks[-1])  # the tick whose transaction this is
+            return stale[0]
+        return real()
+
+    engine._group_metadata = metadata  # type: ignore[method-assign]
+    thread = threading.Thread(target=engine.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(pipeline.committed(pipeline.output)) < EVENTS and time.monotonic() < deadline:
+            time.sleep(0.5)
+        before = real()
+        move_the_group_on(pipeline)
+        stale.append(before)
+        deadline = time.monotonic() + 30
+        while not (refused and ticks[-1] > refused[0] + 3) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        engine.stop()
+        thread.join(60)
+    assert refused, "no transaction of timer outputs alone sent offsets for the group to check"
+    timers = {v.decode() for k, v in pipeline.committed(pipeline.output) if k == b"timer" and v}
+    assert f"timer-{refused[0]}" not in timers  # refused with its generation, not committed
+    assert f"timer-{refused[0] + 1}" in timers  # and the worker carried on
