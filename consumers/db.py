@@ -11,6 +11,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.sql
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,7 +94,7 @@ def in_transaction(conn: Connection, work: Callable[[Cursor], T]) -> T:
         return work(cur)
 
 
-def fetch_dicts(cur: Cursor, sql: str, params: Any = None) -> list[dict[str, Any]]:
+def fetch_dicts(cur: Cursor, sql: str | psycopg2.sql.Composable, params: Any = None) -> list[dict[str, Any]]:
     cur.execute(sql, params)
     names = [d[0] for d in cur.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -16,7 +16,11 @@ from hubstream.serde import serde_for
 from hubstream.settings import Settings
 
 STORES: dict[str, tuple[Callable[[], Handler], tuple[topics.Topic, ...]]] = {
-    "hub": (HubHandler, (topics.ALERTS, topics.HUB_DECISIONS)),
+    "hub": (
+        HubHandler,
+        (topics.ALERTS, topics.HUB_DECISIONS, topics.POLICE_INTELLIGENCE, topics.PARTNER_INTELLIGENCE,
+         topics.MISSING_EPISODES),
+    ),
     "health": (HealthHandler, (topics.HEALTH_FLAGS,)),
 }
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
 from hubstream.settings import Settings
-from producers.publish import Publisher
+from producers.publish import DeliveryError, Publisher
 
 
 def publish_decision(
@@ -22,9 +23,12 @@ def publish_decision(
     authority: str | None = None,
     phone: str | None = None,
     at: datetime | None = None,
+    area: str | None = None,
     publisher: Publisher | None = None,
+    principal: str = "hub",
 ) -> str:
-    """Validate and publish one decision; returns its event id."""
+    """Validate and publish one decision, as ``principal``; returns its event id once the broker
+    has it (a decision that cannot be delivered raises DeliveryError: it must not look taken)."""
     if kind == "case_closed" and not reason:
         raise ValueError("reason is required to close a case (it becomes the health flag's status reason)")
     now = datetime.now(UTC)
@@ -38,14 +42,19 @@ def publish_decision(
         "risk_level": risk,
         "reason": reason or kind.replace("_", " "),
         "decided_by": decided_by,
-        "area": settings.area,
+        "area": area or settings.area,
         "owning_authority": authority or settings.authority_name,
         "contact_phone": phone or settings.authority_phone,
     }
-    if publisher is not None:
-        publisher.publish("HubDecision", record)
-        publisher.flush()
-    else:
-        with Publisher(settings, principal="hub") as own:
-            own.publish("HubDecision", record)
+    with (
+        nullcontext(publisher)
+        if publisher is not None
+        else Publisher(settings, principal=principal) as sender
+    ):
+        sender.publish("HubDecision", record)
+        sender.flush()
+        if sender.delivery_failures:
+            raise DeliveryError(
+                f"decision {record['event_id']} not delivered: {sender.delivery_failures[-1]}"
+            )
     return str(record["event_id"])
