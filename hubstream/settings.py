@@ -56,6 +56,7 @@ class Settings:
     )
     pg_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_PG_PORT", 15432))
     registry_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_REGISTRY_PORT", 18081))
+    keycloak_port: int = field(default_factory=lambda: _env_int("HUBSTREAM_KEYCLOAK_PORT", 18080))
     area: str = field(default_factory=lambda: _env("HUBSTREAM_AREA", "E10000018"))
     authority_name: str = field(
         default_factory=lambda: _env("HUBSTREAM_AUTHORITY_NAME", "Leicestershire County Council")
@@ -139,6 +140,11 @@ class Settings:
     @property
     def registry_url(self) -> str:
         return _env("HUBSTREAM_REGISTRY_URL", f"http://127.0.0.1:{self.registry_port}/apis/ccompat/v7")
+
+    @property
+    def keycloak_url(self) -> str:
+        """Keycloak's base URL; the hub's realm (OIDC issuer) is `<keycloak_url>/realms/hubstream`."""
+        return _env("HUBSTREAM_KEYCLOAK_URL", f"http://127.0.0.1:{self.keycloak_port}")
 
 
 def use_local_pgpass(settings: Settings) -> None:
