@@ -9,12 +9,12 @@ STACK := $(PYTHON) deploy/local/stack.py
 # (hubstream/settings.py; a real cluster leaves this unset and gets 3 and 2).
 export HUBSTREAM_DEPLOYMENT ?= local
 
-.PHONY: help install up down status clean demo test unit integration lint bench
+.PHONY: help install browser up down status clean demo test unit integration lint bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## Virtualenv with hubstream and its pinned dependencies; Kafka jars; PostgreSQL
+install: $(VENV)/.installed web/build/hub.css ## Virtualenv with hubstream and its pinned dependencies; GOV.UK Frontend and the pages' styles
 
 $(VENV)/.installed: pyproject.toml
 	@mkdir -p $(HOME_DIR)
@@ -22,7 +22,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-up: install ## Start Kafka, PostgreSQL and the schema registry (idempotent; waits until each answers)
+# GOV.UK Frontend (and axe-core, for the page tests) from npm, at the versions in the lock file;
+# the pages' stylesheet is built from it, in the system typeface (web/styles/hub.scss).
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+web/build/hub.css: web/styles/hub.scss web/node_modules/.package-lock.json
+	cd web && npx --no-install sass --no-source-map --style=compressed --load-path=node_modules styles/hub.scss build/hub.css
+
+browser: ## Debian's Chromium and ChromeDriver, for the page tests (headless)
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  test "$$(id -u)" = 0 || { echo "install them: sudo apt-get install -y chromium chromium-driver"; exit 1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+up: install ## Start Kafka, PostgreSQL, the schema registry and Keycloak (idempotent; waits until each answers)
 	$(STACK) up
 	$(BIN)/hubstream topics create
 	$(BIN)/python -m hubstream.kafka_security apply
@@ -39,7 +52,7 @@ clean: ## Stop and remove local state (keeps downloaded jars)
 demo: up ## THE FIRST COMMAND: simulate a county, run the pipeline, print alerts, tracker and flags
 	$(BIN)/hubstream demo
 
-test: up ## THE SECOND COMMAND: lint, type-check, unit tests and integration tests on the real stack
+test: up browser ## THE SECOND COMMAND: lint, type-check, unit tests and integration tests on the real stack
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports

@@ -390,6 +390,30 @@ for _kind, _help in (
     cases.add_command(_decision_command(_kind, _help))
 
 
+# -- the web applications -------------------------------------------------------------------
+
+
+@cli.group()
+def serve() -> None:
+    """Serve the hub's web applications."""
+
+
+@serve.command("hub")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8400, show_default=True, envvar="HUBSTREAM_WEB_PORT",
+              help="Port to listen on (HUBSTREAM_WEB_PORT).")
+def serve_hub(host: str, port: int) -> None:
+    """The hub's workplace: the queue of concerns, each concern's evidence, each child's chronology
+    and the decisions taken there. Sign-in at the identity provider (HUBSTREAM_OIDC_ISSUER)."""
+    import uvicorn
+
+    from web.app import create_app
+
+    _settings()  # the local stack's password file, for the hub_web role
+    click.echo(f"hub web application on http://{host}:{port}/ (signing in at the identity provider)")
+    uvicorn.run(create_app(), host=host, port=port, server_header=False, log_level="info")
+
+
 # -- the demo -----------------------------------------------------------------------------
 
 

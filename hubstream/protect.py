@@ -106,6 +106,8 @@ def decrypt_narrative(text: str, settings: Settings | None = None) -> str:
         raw = base64.b64decode(text[len(ENCRYPTED_PREFIX):], validate=True)
     except ValueError:
         raise ProtectionError("narrative ciphertext is not base64") from None
+    if len(raw) < NONCE_BYTES + 16:  # a nonce and GCM's tag at the least
+        raise ProtectionError(f"narrative ciphertext is too short ({len(raw)} bytes)")
     aead = AESGCM(key("narrative", _home(settings)))
     try:
         return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], ENCRYPTED_PREFIX.encode()).decode()

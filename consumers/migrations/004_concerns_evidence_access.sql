@@ -168,3 +168,19 @@ GRANT INSERT ON audit.access_log TO hub_practitioner, hub_analyst, hub_auditor;
 GRANT USAGE ON SEQUENCE audit.access_log_id_seq TO hub_practitioner, hub_analyst, hub_auditor;
 GRANT EXECUTE ON FUNCTION hub.sees_every_authority(), hub.my_authorities()
       TO hub_practitioner, hub_analyst, hub_auditor;
+
+-- Whether a child or concern exists under another authority: lets a page refuse (403) rather than
+-- claim there is nothing (404), without showing any of the row. Owner's rights, so past the
+-- row-level security; it returns the owning authority's code and nothing else.
+CREATE FUNCTION hub.authority_of(p_kind text, p_key text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, hub AS $$
+    SELECT CASE p_kind
+        WHEN 'concern' THEN (SELECT authority FROM hub.concerns WHERE concern_id = p_key)
+        WHEN 'child' THEN coalesce(
+            (SELECT authority FROM hub.children WHERE child_key = p_key),
+            (SELECT authority FROM hub.concerns WHERE subject_kind = 'child' AND subject = p_key LIMIT 1),
+            (SELECT authority FROM hub.evidence WHERE children @> ARRAY[p_key] LIMIT 1))
+    END
+$$;
+REVOKE ALL ON FUNCTION hub.authority_of(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hub.authority_of(text, text) TO hub_practitioner, hub_analyst;

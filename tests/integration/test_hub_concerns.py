@@ -18,7 +18,7 @@ from consumers.sink import Decoded
 from hubstream.protect import encrypt_narrative
 from tests.support.stack import Namespace
 from web import store
-from web.people import User
+from web.people import NotAllowed, User
 
 CITY, COUNTY = "E06000016", "E10000018"
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
@@ -206,7 +206,7 @@ def test_triage_as_a_practitioner_then_new_evidence_after_the_closing_reopens(
             store.triage(cur, practitioner, cid, "acknowledge")
             store.triage(cur, practitioner, cid, "close", reason="Seen with her social worker: no risk")
         outsider = User("practitioner.county", "County Practitioner", "practitioner", COUNTY)
-        with pytest.raises(LookupError), conn, conn.cursor() as cur:
+        with pytest.raises(NotAllowed, match="belongs to E06000016"), conn, conn.cursor() as cur:
             cur.execute("SET LOCAL ROLE hub_authority_e10000018")
             store.triage(cur, outsider, cid, "acknowledge")
     finally:
