@@ -40,7 +40,8 @@ up: install ## Start Kafka, PostgreSQL, the schema registry and Keycloak (idempo
 	$(BIN)/hubstream topics create
 	$(BIN)/python -m hubstream.kafka_security apply
 
-down: ## Stop everything the project started
+down: ## Stop everything the project started (the demo's web application too)
+	@test ! -x $(BIN)/python || $(BIN)/python -m hubstream.demo stop-web
 	$(STACK) down
 
 status: ## Show each part of the local stack and whether it answers

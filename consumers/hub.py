@@ -175,7 +175,10 @@ def _evidence_row(d: Decoded) -> dict[str, Any]:
             "agency_type": r["agency_type"],
             "children": [p["person_key"] for p in r["persons"] if p["role"] == "child_at_risk"],
             "detail": {
-                "persons": [{"person_key": p["person_key"], "role": p["role"]} for p in r["persons"]],
+                "persons": [
+                    {"person_key": p["person_key"], "role": p["role"], "nhs_number": p.get("nhs_number")}
+                    for p in r["persons"]
+                ],
                 "objects": r["objects"],
                 "locations": r["locations"],
                 "cse_indicators": r["cse_indicators"],
@@ -204,6 +207,7 @@ def _evidence_row(d: Decoded) -> dict[str, Any]:
         "detail": {
             k: r.get(k)
             for k in (
+                "nhs_number",
                 "risk_level",
                 "missing_from",
                 "placing_authority",

@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -116,7 +118,9 @@ def run_demo(base: Settings, *, seed: int, days: int, children: int) -> None:
     with log_path.open("wb") as log:
         worker = subprocess.Popen(
             [str(Path(sys.executable).parent / "hubstream"), "worker", "--metrics-port", "0"],
-            env=os.environ, stdout=log, stderr=subprocess.STDOUT,
+            env=os.environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             with tqdm(desc="  worker", unit=" msgs", file=sys.stderr) as bar:
@@ -153,8 +157,81 @@ def run_demo(base: Settings, *, seed: int, days: int, children: int) -> None:
         )
 
     _print_results(settings)
-    click.secho(f"\nDone in {time.monotonic() - started:.0f}s. Explore it with, for example:", bold=True)
+    _section("The hub's web application, over the demo's store")
+    url = start_web(settings)
+    user, password = demo_sign_in(settings)
+    click.secho(f"\nDone in {time.monotonic() - started:.0f}s.", bold=True)
+    click.echo(f"  Open {url} and sign in as {user} (password {password}): every authority's concerns.")
+    click.echo("  Practitioners see their own authority's: practitioner.city, practitioner.county,")
+    click.echo(f"  practitioner.rutland; their passwords are in {_keycloak_file(settings)}.")
+    click.echo("  `make down` stops it with the rest of the stack. The tracker from the command line:")
     click.echo(f"  HUBSTREAM_HUB_STORE_DSN='{settings.hub_store_dsn}' .local/venv/bin/hubstream alerts list")
+
+
+WEB_PORT = int(os.environ.get("HUBSTREAM_WEB_PORT", "8400"))
+
+
+def _web_pid_file(settings: Settings) -> Path:
+    return settings.home / "demo-web.pid"
+
+
+def _keycloak_file(settings: Settings) -> Path:
+    return Path(os.environ.get("HUBSTREAM_SECRETS_DIR") or settings.home / "secrets") / "keycloak.json"
+
+
+def demo_sign_in(settings: Settings) -> tuple[str, str]:
+    """The demo's sign-in: the hub manager of the local realm, and its password."""
+    users = json.loads(_keycloak_file(settings).read_text())["users"]
+    return "manager", str(users["manager"])
+
+
+def stop_web(settings: Settings) -> bool:
+    """Stop the demo's web application, if it is running (its pid file names it)."""
+    pid_file = _web_pid_file(settings)
+    try:
+        pid = int(pid_file.read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return False
+    pid_file.unlink(missing_ok=True)
+    if b"serve hub" not in command:  # the pid is another process's now
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    return True
+
+
+def start_web(settings: Settings, *, timeout_s: float = 60.0) -> str:
+    """``hubstream serve hub`` over the demo's database, left running after the demo; its URL."""
+    stop_web(settings)
+    host = f"host=127.0.0.1 port={settings.pg_port} dbname={DATABASE}"
+    log_path = settings.home / "demo-web.log"
+    with log_path.open("ab") as log:
+        web = subprocess.Popen(
+            [str(Path(sys.executable).parent / "hubstream"), "serve", "hub", "--port", str(WEB_PORT)],
+            env={**os.environ, "HUBSTREAM_HUB_WEB_DSN": f"{host} user=hub_web"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _web_pid_file(settings).write_text(str(web.pid))
+    url = f"http://127.0.0.1:{WEB_PORT}/"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if web.poll() is not None:
+            raise RuntimeError(f"the web application exited with {web.returncode}; its log: {log_path}")
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    click.echo(f"  answering on {url} (log: {log_path})")
+                    return url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the web application did not answer on {url} in {timeout_s:.0f} s; log: {log_path}"
+            )
+        time.sleep(0.3)
 
 
 def _rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
@@ -185,6 +262,13 @@ def _print_results(settings: Settings) -> None:
     ):
         click.echo(f"  {raised_at:%Y-%m-%d %H:%M}Z  {rule:26} {subject:28} {n} evidence  {alert_id}")
 
+    _section("Concerns on the hub's queue (one per subject and rule; alerts update them)")
+    for rule, authority, count, alerts in _rows(
+        settings,
+        "SELECT rule, authority, count(*), sum(alert_count) FROM hub.concerns GROUP BY 1, 2 ORDER BY 1, 2",
+    ):
+        click.echo(f"  {rule:28} {authority:10} {count:>6,} concerns from {alerts:>6,} alerts")
+
     _section("Children on the CSE tracker (from hub decisions)")
     for status, risk, count in _rows(
         settings,
@@ -213,3 +297,10 @@ def _print_results(settings: Settings) -> None:
         " FROM audit.access_log",
     )
     click.echo(f"  access log: {writes:,} writes, {reads} reads recorded (append-only)")
+
+
+if __name__ == "__main__":  # `python -m hubstream.demo stop-web` (make down)
+    if sys.argv[1:] != ["stop-web"]:
+        raise SystemExit("usage: python -m hubstream.demo stop-web")
+    if stop_web(Settings()):
+        print("demo web application stopped")

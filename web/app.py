@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
+from zoneinfo import ZoneInfo
 
 from authlib.integrations.starlette_client import OAuth, OAuthError
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from consumers.concerns import TriageError
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 SERVICE = "Safeguarding hub"
 CLASSIFICATION = "OFFICIAL-SENSITIVE"
+LONDON = ZoneInfo("Europe/London")  # times as the hub reads them
 RULE_NAMES = {
     "repeat_missing": "Repeat missing",
     "return_interview_overdue": "Return interview overdue",
@@ -63,7 +66,7 @@ def environment() -> Environment:
         ),
         autoescape=select_autoescape(("html",)),
     )
-    env.filters["when"] = lambda value: value.astimezone(UTC).strftime("%-d %b %Y %H:%M") if value else ""
+    env.filters["when"] = lambda value: value.astimezone(LONDON).strftime("%-d %b %Y %H:%M") if value else ""
     env.filters["day"] = lambda value: value.strftime("%-d %b %Y") if value else ""
     env.filters["rule_name"] = lambda rule: RULE_NAMES.get(rule, rule.replace("_", " ").capitalize())
     env.filters["age"] = _age
@@ -213,6 +216,20 @@ def create_app(config: WebSettings | None = None) -> FastAPI:
             403,
             title="The form has expired",
             message="Go back, reload the page and try again. Nothing was changed.",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return render(
+                request,
+                "error.html",
+                404,
+                title="Page not found",
+                message="There is nothing here that you can see.",
+            )
+        return render(
+            request, "error.html", exc.status_code, title="This did not work", message=str(exc.detail)
         )
 
     @app.exception_handler(LookupError)

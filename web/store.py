@@ -199,7 +199,7 @@ def child(cur: db.Cursor, child_key: str) -> dict[str, Any] | None:
     if not (tracker or evidence or concerns_ or decisions):
         return None
     nhs = next((t["nhs_number"] for t in tracker if t.get("nhs_number")), None) or next(
-        (e["detail"].get("nhs_number") for e in evidence if e["detail"].get("nhs_number")), None
+        (n for e in evidence if (n := _nhs_number_in(e["detail"], child_key))), None
     )
     authority = (
         (tracker[0]["authority"] if tracker and tracker[0].get("authority") else None)
@@ -216,6 +216,15 @@ def child(cur: db.Cursor, child_key: str) -> dict[str, Any] | None:
         "decisions": decisions,
         "chronology": chronology(evidence, concerns_, decisions),
     }
+
+
+def _nhs_number_in(detail: dict[str, Any], child_key: str) -> str | None:
+    """The NHS number an agency gave for the child: a missing episode's own, or the child's in a report."""
+    if detail.get("nhs_number"):
+        return str(detail["nhs_number"])
+    persons = detail.get("persons") or ()
+    given = (p["nhs_number"] for p in persons if p["person_key"] == child_key and p.get("nhs_number"))
+    return next((str(n) for n in given), None)
 
 
 def chronology(
