@@ -21,7 +21,15 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from hubstream.settings import PROJECT_ROOT, Settings
 from tests.support.stack import Namespace
-from tests.support.web import CITY_CHILD, CITY_NHS, WebApp, concern_of, owner_query, password_of, seeded_namespace
+from tests.support.web import (
+    CITY_CHILD,
+    CITY_NHS,
+    WebApp,
+    concern_of,
+    owner_query,
+    password_of,
+    seeded_namespace,
+)
 
 pytestmark = pytest.mark.timeout(400)
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -45,10 +53,19 @@ def open_browser(tmp_path: Path) -> Iterator[Callable[[], WebDriver]]:
     def start() -> WebDriver:
         options = Options()
         options.binary_location = str(CHROMIUM)
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-quic", "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--window-size=1280,1400",
-                     f"--user-data-dir={tmp_path / f'profile-{len(drivers)}'}"):
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1400",
+            f"--user-data-dir={tmp_path / f'profile-{len(drivers)}'}",
+        ):
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         driver.implicitly_wait(5)
@@ -124,7 +141,8 @@ def test_a_practitioner_triages_a_concern_and_records_a_decision_that_reaches_tr
     ]
     driver.find_element(By.ID, "close-reason")  # the close form is there; leave it open
     driver.find_element(By.CSS_SELECTOR, 'form input[name="action"][value="close"]').find_element(
-        By.XPATH, "./ancestor::form").find_element(By.TAG_NAME, "button").click()
+        By.XPATH, "./ancestor::form"
+    ).find_element(By.TAG_NAME, "button").click()
     assert "There is a problem" in driver.find_element(By.CLASS_NAME, "govuk-error-summary").text
     assert "Enter the reason for closing" in driver.page_source
     accessible(driver, "concern with an error")
@@ -140,15 +158,29 @@ def test_a_practitioner_triages_a_concern_and_records_a_decision_that_reaches_tr
     nhs = driver.find_element(By.ID, "nhs_number")
     assert nhs.get_attribute("value") == CITY_NHS  # what the agencies' events carry
     driver.find_element(By.XPATH, "//button[normalize-space()='Publish decision']").click()
-    wait_for(lambda: "Open a case on the CSE tracker: published" in driver.page_source, "the decision published")
+    wait_for(
+        lambda: "Open a case on the CSE tracker: published" in driver.page_source, "the decision published"
+    )
 
-    tracker = wait_for(lambda: owner_query(
-        ns, "SELECT case_status, risk_level, authority, owning_authority FROM hub.children WHERE child_key = %s",
-        (CITY_CHILD,)), "the decision on the tracker", 60)
+    tracker = wait_for(
+        lambda: owner_query(
+            ns,
+            "SELECT case_status, risk_level, authority, owning_authority FROM hub.children WHERE child_key = %s",
+            (CITY_CHILD,),
+        ),
+        "the decision on the tracker",
+        60,
+    )
     assert tracker == [("open", "high", "E06000016", "Leicester City Council")]
-    flag = wait_for(lambda: owner_query(
-        ns, "SELECT status, code, owning_authority FROM health.cse_flags WHERE nhs_number = %s", (CITY_NHS,)),
-        "the health flag in the health store", 60)
+    flag = wait_for(
+        lambda: owner_query(
+            ns,
+            "SELECT status, code, owning_authority FROM health.cse_flags WHERE nhs_number = %s",
+            (CITY_NHS,),
+        ),
+        "the health flag in the health store",
+        60,
+    )
     assert flag == [("active", "716565009", "Leicester City Council")]
     driver.refresh()
     assert "Case open" in driver.page_source
