@@ -165,7 +165,8 @@ def test_a_practitioner_triages_a_concern_and_records_a_decision_that_reaches_tr
     tracker = wait_for(
         lambda: owner_query(
             ns,
-            "SELECT case_status, risk_level, authority, owning_authority FROM hub.children WHERE child_key = %s",
+            "SELECT case_status, risk_level, authority, owning_authority FROM hub.children"
+            " WHERE child_key = %s",
             (CITY_CHILD,),
         ),
         "the decision on the tracker",
