@@ -303,7 +303,35 @@ def create_app(config: WebSettings | None = None) -> FastAPI:
     def signed_out(request: Request) -> HTMLResponse:
         return render(request, "signed_out.html")
 
-    # -- the queue and a concern ------------------------------------------------------------------
+    # -- the queue, a concern and a child ---------------------------------------------------------
+
+    # kind: (what reads it, where its evidence is, why it is read (the access log), its template)
+    records = {
+        "concern": (store.concern, "evidence_rows", "triage: concern and its evidence", "concern.html"),
+        "child": (store.child, "evidence", "safeguarding: child's chronology and identity", "child.html"),
+    }
+
+    def record_page(
+        request: Request,
+        user: User,
+        kind: str,
+        key: str,
+        status: int = 200,
+        problems: forms.Problems | None = None,
+        values: dict[str, str] | None = None,
+    ) -> HTMLResponse:
+        """A concern or a child, its view in the access log (same transaction), narratives for
+        those who may read them; 403 for another authority's, 404 for none."""
+        load, evidence, purpose, template = records[kind]
+        with hub_store.as_user(user) as cur:
+            row = load(cur, key)
+            if row is None:
+                store.refuse_or_not_found(cur, kind, key)
+            store.log_view(cur, user, purpose, [key, *(e["event_id"] for e in row[evidence])])
+        for e in row[evidence]:
+            e["narrative_text"] = _narrative(user, e.get("narrative"))
+        context = {kind: row, "problems": problems or forms.Problems(), "values": values or {}}
+        return render(request, template, status, **context)
 
     @app.get("/concerns")
     def concerns_page(
@@ -333,36 +361,7 @@ def create_app(config: WebSettings | None = None) -> FastAPI:
     @app.get("/concerns/{concern_id}")
     def concern_page(request: Request, concern_id: str, user: CurrentUser) -> HTMLResponse:
         user.require("see_concern")
-        return _concern(request, user, concern_id)
-
-    def _concern(
-        request: Request,
-        user: User,
-        concern_id: str,
-        status: int = 200,
-        problems: forms.Problems | None = None,
-        values: dict[str, str] | None = None,
-    ) -> HTMLResponse:
-        with hub_store.as_user(user) as cur:
-            row = store.concern(cur, concern_id)
-            if row is None:
-                store.refuse_or_not_found(cur, "concern", concern_id)
-            store.log_view(
-                cur,
-                user,
-                "triage: concern and its evidence",
-                [concern_id, *(e["event_id"] for e in row["evidence_rows"])],
-            )
-        for e in row["evidence_rows"]:
-            e["narrative_text"] = _narrative(user, e.get("narrative"))
-        return render(
-            request,
-            "concern.html",
-            status,
-            concern=row,
-            problems=problems or forms.Problems(),
-            values=values or {},
-        )
+        return record_page(request, user, "concern", concern_id)
 
     @app.post("/concerns/{concern_id}")
     def triage_concern(
@@ -387,7 +386,7 @@ def create_app(config: WebSettings | None = None) -> FastAPI:
         except TriageError as exc:
             problems = forms.Problems()
             problems.add(f"{action}-{exc.field}" if exc.field != "action" else "action", exc.message)
-            return _concern(request, user, concern_id, 400, problems, form)
+            return record_page(request, user, "concern", concern_id, 400, problems, form)
         request.session["flash"] = f"Concern {change.to_status}: {change.note or change.action}"
         return RedirectResponse(f"/concerns/{concern_id}", status_code=303)
 
@@ -396,36 +395,7 @@ def create_app(config: WebSettings | None = None) -> FastAPI:
     @app.get("/children/{child_key}")
     def child_page(request: Request, child_key: str, user: CurrentUser) -> HTMLResponse:
         user.require("see_child")
-        return _child(request, user, child_key)
-
-    def _child(
-        request: Request,
-        user: User,
-        child_key: str,
-        status: int = 200,
-        problems: forms.Problems | None = None,
-        values: dict[str, str] | None = None,
-    ) -> HTMLResponse:
-        with hub_store.as_user(user) as cur:
-            row = store.child(cur, child_key)
-            if row is None:
-                store.refuse_or_not_found(cur, "child", child_key)
-            store.log_view(
-                cur,
-                user,
-                "safeguarding: child's chronology and identity",
-                [child_key, *(e["event_id"] for e in row["evidence"])],
-            )
-        for e in row["evidence"]:
-            e["narrative_text"] = _narrative(user, e.get("narrative"))
-        return render(
-            request,
-            "child.html",
-            status,
-            child=row,
-            problems=problems or forms.Problems(),
-            values=values or {},
-        )
+        return record_page(request, user, "child", child_key)
 
     @app.post("/children/{child_key}/decisions")
     def decide(
@@ -441,7 +411,7 @@ def create_app(config: WebSettings | None = None) -> FastAPI:
                 store.refuse_or_not_found(cur, "child", child_key)
         decision, problems = forms.decision(form)
         if decision is None:
-            return _child(request, user, child_key, 400, problems, form)
+            return record_page(request, user, "child", child_key, 400, problems, form)
         authority = row["authority"] if row["authority"] in AUTHORITIES else user.authority
         if authority is None:
             authority = config.settings.area
