@@ -8,16 +8,17 @@ child, an identity or evidence writes its access-log row in that same transactio
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import psycopg2.pool
 from psycopg2 import sql
 
 from consumers import concerns, db
+from streams.config import load_rule_config
 from web.people import NotAllowed, User
 
 PAGE_SIZE = 25
@@ -215,7 +216,75 @@ def child(cur: db.Cursor, child_key: str) -> dict[str, Any] | None:
         "concerns": concerns_,
         "decisions": decisions,
         "chronology": chronology(evidence, concerns_, decisions),
+        "episodes": episodes(evidence, _interview_hours, datetime.now(UTC)),
+        **health(cur, nhs),
     }
+
+
+def _interview_hours(area: str) -> int:
+    """The return-interview deadline of ``area``, as the worker applies it (HUBSTREAM_RULES_FILE)."""
+    return load_rule_config().return_interview.for_area(area).hours
+
+
+def health(cur: db.Cursor, nhs_number: str | None) -> dict[str, Any]:
+    """The child's health flags and the last 25 reads of them in health (none without an NHS
+    number, or for a child the caller's role does not see on the tracker)."""
+    if nhs_number is None:
+        return {"health_flags": [], "health_reads": []}
+    flags = db.fetch_dicts(
+        cur,
+        "SELECT flag_id, status, code, display, period_start, period_end, status_reason, updated_at"
+        " FROM health.cse_flags WHERE nhs_number = %s ORDER BY code",
+        (nhs_number,),
+    )
+    reads = db.fetch_dicts(cur, "SELECT at, actor, purpose FROM hub.health_reads(%s)", (nhs_number,))
+    return {"health_flags": flags, "health_reads": reads}
+
+
+def episodes(
+    evidence: Sequence[dict[str, Any]], deadline_hours: Callable[[str], int], now: datetime
+) -> list[dict[str, Any]]:
+    """A child's missing episodes from the agencies' events, newest first: when missing and
+    returned, the return interview's due time (the hours of the area the child went missing in)
+    and where it stands: completed, declined, overdue, due, or the child still missing."""
+    found: dict[str, dict[str, Any]] = {}
+    for e in sorted(evidence, key=lambda e: e["occurred_at"]):
+        if e["source"] != "missing_episode":
+            continue
+        episode = found.setdefault(
+            e["episode_id"],
+            {
+                "episode_id": e["episode_id"],
+                "area": e["authority"],
+                "missing_at": None,
+                "returned_at": None,
+                "interview": None,
+                "interview_at": None,
+                "risk_level": None,
+                "missing_from": None,
+            },
+        )
+        if e["kind"] == "reported_missing":
+            episode.update(
+                missing_at=e["occurred_at"],
+                area=e["authority"],
+                risk_level=e["detail"].get("risk_level"),
+                missing_from=e["detail"].get("missing_from"),
+            )
+        elif e["kind"] == "found_or_returned" and episode["returned_at"] is None:
+            episode["returned_at"] = e["occurred_at"]
+        elif e["kind"] == "return_interview" and episode["interview"] is None:
+            episode.update(interview=e["detail"].get("interview_outcome"), interview_at=e["occurred_at"])
+    for episode in found.values():
+        returned = episode["returned_at"]
+        episode["due_at"] = returned + timedelta(hours=deadline_hours(episode["area"])) if returned else None
+        if episode["interview"]:
+            episode["interview_status"] = episode["interview"]
+        elif returned is None:
+            episode["interview_status"] = "still missing"
+        else:
+            episode["interview_status"] = "overdue" if episode["due_at"] < now else "due"
+    return sorted(found.values(), key=lambda ep: ep["missing_at"] or ep["returned_at"] or now, reverse=True)
 
 
 def _nhs_number_in(detail: dict[str, Any], child_key: str) -> str | None:

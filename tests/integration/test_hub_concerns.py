@@ -235,3 +235,39 @@ def test_triage_as_a_practitioner_then_new_evidence_after_the_closing_reopens(
         ("practitioner.city", "write", "triage: acknowledge"),
         ("practitioner.city", "write", "triage: close"),
     ]
+
+
+def test_health_flags_and_their_reads_show_only_for_a_child_the_role_sees(ns: Namespace, hub: Any) -> None:
+    conn = db.connect(ns.settings.pg_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO hub.children (child_key, nhs_number, case_status, updated_at, authority)"
+                " VALUES ('child-a', '9434765919', 'open', now(), %s)",
+                (CITY,),
+            )
+            cur.execute(
+                "INSERT INTO health.cse_flags (flag_id, nhs_number, status, code, display, period_start,"
+                " author, owning_authority, contact_phone) VALUES ('flag-1', '9434765919', 'active',"
+                " '716565009', 'At increased risk of child sexual exploitation', '2026-03-01', 'hub',"
+                " 'Leicester City Council', '0116 496 0100')"
+            )
+            cur.execute(
+                "INSERT INTO audit.access_log (actor, action, purpose, store, record_ref)"
+                " VALUES ('ED clinician', 'read', 'attendance', 'health', 'flag-1')"
+            )
+    finally:
+        conn.close()
+    flags = "SELECT flag_id, status FROM health.cse_flags"
+    reads = "SELECT actor, purpose FROM hub.health_reads('9434765919')"
+    assert as_role(ns, "hub_authority_e06000016", flags) == [("flag-1", "active")]
+    assert as_role(ns, "hub_authority_e06000016", reads) == [("ED clinician", "attendance")]
+    assert as_role(ns, "hub_manager", reads) == [("ED clinician", "attendance")]
+    assert as_role(ns, "hub_authority_e10000018", flags) == []  # another authority's child
+    assert as_role(ns, "hub_authority_e10000018", reads) == []
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        as_role(ns, "hub_analyst", reads)
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        as_role(
+            ns, "hub_authority_e06000016", "SELECT contact_phone FROM health.cse_flags"
+        )  # not its columns

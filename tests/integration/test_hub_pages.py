@@ -19,6 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from consumers.queries import show_flags
 from hubstream.settings import PROJECT_ROOT, Settings
 from tests.support.stack import Namespace
 from tests.support.web import (
@@ -185,6 +186,15 @@ def test_a_practitioner_triages_a_concern_and_records_a_decision_that_reaches_tr
     assert flag == [("active", "716565009", "Leicester City Council")]
     driver.refresh()
     assert "Case open" in driver.page_source
+    assert "Nobody in health has read the flag yet" in driver.page_source
+    [flag] = show_flags(
+        ns.settings, CITY_NHS, reader="ED clinician, Leicester Royal Infirmary", purpose="attendance"
+    )
+    assert flag["status"] == "active"
+    driver.refresh()
+    reads = driver.find_element(By.XPATH, "//caption[contains(., 'Read in health')]/..").text
+    assert "ED clinician, Leicester Royal Infirmary" in reads and "attendance" in reads
+    accessible(driver, "child with a health flag")
 
 
 def test_another_authority_is_refused_the_child_and_the_auditor_reads_the_log(

@@ -166,6 +166,16 @@ def test_bad_input_is_named_and_nothing_is_written(
     assert closing.status_code == 400
     assert "There is a problem" in closing.text and 'href="#close-reason"' in closing.text
     assert "Enter the reason for closing" in closing.text
+    for action, field, message in (
+        ("assign", "owner", "Enter who is to own this concern"),
+        ("action", "note", "Enter what was done"),
+    ):
+        empty = client.post(app.url(concern), data={"csrf_token": token, "action": action, field: ""})
+        assert (
+            empty.status_code == 400 and f'href="#{action}-{field}"' in empty.text and message in empty.text
+        )
+    unknown = client.post(app.url(concern), data={"csrf_token": token, "action": "escalate"})
+    assert unknown.status_code == 400 and 'href="#action"' in unknown.text
     deciding = client.post(
         app.url(f"/children/{CITY_CHILD}/decisions"),
         data={"csrf_token": token, "kind": "risk_level_set", "nhs_number": "123"},
