@@ -93,6 +93,12 @@ def fill(settings: Settings, concerns: int, children: int) -> None:
                 (narratives, children),
             ),
             (
+                "which children each event is about",
+                "INSERT INTO hub.evidence_children (child_key, event_id, authority)"
+                " SELECT unnest(children), event_id, authority FROM hub.evidence",
+                (),
+            ),
+            (
                 "concerns",
                 "INSERT INTO hub.concerns (concern_id, rule, subject_kind, subject, authority, severity, status, owner,"
                 " opened_at, last_change_at, closed_at, close_reason, alert_count, evidence, latest_evidence_at)"

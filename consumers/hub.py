@@ -226,8 +226,11 @@ def _evidence_row(d: Decoded) -> dict[str, Any]:
 def write_evidence(cur: db.Cursor, events: Sequence[Decoded]) -> None:
     """Store agency events once each (by event id: a re-delivery is the same row)."""
     cur.execute(
-        "INSERT INTO hub.evidence SELECT * FROM json_populate_recordset(NULL::hub.evidence, %s)"
-        " ON CONFLICT (event_id) DO NOTHING",
+        "WITH stored AS ("
+        " INSERT INTO hub.evidence SELECT * FROM json_populate_recordset(NULL::hub.evidence, %s)"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, children, authority)"
+        " INSERT INTO hub.evidence_children (child_key, event_id, authority)"
+        " SELECT DISTINCT unnest(children), event_id, authority FROM stored",
         (json.dumps([_evidence_row(d) for d in events]),),
     )
 

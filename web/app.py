@@ -359,8 +359,10 @@ def create_app(config: WebSettings | None = None) -> FastAPI:
         )
         with hub_store.as_user(user) as cur:
             rows, total = store.queue(cur, wanted)
+        more = total > store.COUNT_UP_TO
+        total = min(total, store.COUNT_UP_TO)
         pages = max(1, -(-total // store.PAGE_SIZE))
-        return render(request, "queue.html", rows=rows, total=total, filter=wanted, pages=pages)
+        return render(request, "queue.html", rows=rows, total=total, more=more, filter=wanted, pages=pages)
 
     @app.get("/concerns/{concern_id}")
     def concern_page(request: Request, concern_id: str, user: CurrentUser) -> HTMLResponse:

@@ -22,11 +22,11 @@ from streams.config import load_rule_config
 from web.people import NotAllowed, User
 
 PAGE_SIZE = 25
+COUNT_UP_TO = 10_000  # the queue says "more than 10,000" rather than count a million rows
 SORTS = {
     "changed": "c.last_change_at DESC, c.concern_id",
     "oldest": "c.opened_at ASC, c.concern_id",
-    "severity": "array_position(ARRAY['high','medium','low'], c.severity), c.last_change_at DESC,"
-    " c.concern_id",
+    "severity": "c.severity_rank, c.last_change_at DESC, c.concern_id",
     "evidence": "c.evidence_count DESC, c.concern_id",
 }
 RULES = ("repeat_missing", "return_interview_overdue", "hotspot", "association")
@@ -88,7 +88,10 @@ def log_view(cur: db.Cursor, user: User, purpose: str, refs: Sequence[str]) -> N
 
 def queue(cur: db.Cursor, f: QueueFilter) -> tuple[list[dict[str, Any]], int]:
     where, params = f.where()
-    cur.execute(sql.SQL("SELECT count(*) FROM hub.concerns c WHERE {}").format(where), params)
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM (SELECT 1 FROM hub.concerns c WHERE {} LIMIT %s) AS n").format(where),
+        [*params, COUNT_UP_TO + 1],
+    )
     [total] = cur.fetchone() or (0,)
     order = sql.SQL(SORTS.get(f.sort, SORTS["changed"]))
     rows = db.fetch_dicts(
@@ -185,7 +188,8 @@ def child(cur: db.Cursor, child_key: str) -> dict[str, Any] | None:
     """A child's record on the tracker and chronology across agencies; None if none is visible."""
     tracker = db.fetch_dicts(cur, "SELECT * FROM hub.children WHERE child_key = %s", (child_key,))
     evidence = db.fetch_dicts(
-        cur, "SELECT * FROM hub.evidence WHERE children @> ARRAY[%s] ORDER BY occurred_at DESC", (child_key,)
+        cur, "SELECT e.* FROM hub.evidence_children c JOIN hub.evidence e USING (event_id)"
+        " WHERE c.child_key = %s ORDER BY e.occurred_at DESC", (child_key,)
     )
     concerns_ = db.fetch_dicts(
         cur,

@@ -58,13 +58,18 @@ CREATE TABLE hub.concerns (
     alert_count        integer NOT NULL,
     evidence           text[] NOT NULL,
     evidence_count     integer GENERATED ALWAYS AS (cardinality(evidence)) STORED,
+    severity_rank      smallint GENERATED ALWAYS AS (CASE severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END) STORED,
     latest_evidence_at timestamptz NOT NULL,
     UNIQUE (rule, subject_kind, subject),
     CHECK ((status = 'closed') = (closed_at IS NOT NULL)),
     CHECK (status <> 'closed' OR close_reason IS NOT NULL)
 );
-CREATE INDEX concerns_queue ON hub.concerns (authority, status, last_change_at DESC);
-CREATE INDEX concerns_changed ON hub.concerns (last_change_at DESC);
+-- The queue's orders, each ending in the key so that a page is read straight off the index, its
+-- filters (status, severity, reason, authority, and the row-level security) checked on the way.
+CREATE INDEX concerns_by_change ON hub.concerns (last_change_at DESC, concern_id);
+CREATE INDEX concerns_by_age ON hub.concerns (opened_at, concern_id);
+CREATE INDEX concerns_by_severity ON hub.concerns (severity_rank, last_change_at DESC, concern_id);
+CREATE INDEX concerns_by_evidence ON hub.concerns (evidence_count DESC, concern_id);
 CREATE INDEX concerns_subject ON hub.concerns (subject);
 
 CREATE TABLE hub.concern_history (
@@ -103,7 +108,15 @@ CREATE TABLE hub.evidence (
     handling_code       text,
     handling_conditions text
 );
-CREATE INDEX evidence_children ON hub.evidence USING gin (children);
+-- Which children each event is about, one row each: under row-level security only leakproof
+-- operators may use an index, which text equality is and array containment (a GIN index on
+-- evidence.children) is not, so a child's chronology is found through this table.
+CREATE TABLE hub.evidence_children (
+    child_key text NOT NULL,
+    event_id  text NOT NULL REFERENCES hub.evidence (event_id),
+    authority text NOT NULL,
+    PRIMARY KEY (child_key, event_id)
+);
 
 ALTER TABLE hub.children ADD COLUMN authority text;
 CREATE INDEX children_authority ON hub.children (authority);
@@ -131,6 +144,8 @@ CREATE POLICY by_authority ON hub.alert_flags
     USING ((SELECT hub.sees_every_authority()) OR area IN (SELECT unnest(hub.my_authorities())));
 CREATE POLICY by_authority ON hub.evidence
     USING ((SELECT hub.sees_every_authority()) OR authority IN (SELECT unnest(hub.my_authorities())));
+CREATE POLICY by_authority ON hub.evidence_children
+    USING ((SELECT hub.sees_every_authority()) OR authority IN (SELECT unnest(hub.my_authorities())));
 CREATE POLICY by_authority ON hub.children
     USING ((SELECT hub.sees_every_authority()) OR authority IN (SELECT unnest(hub.my_authorities())));
 CREATE POLICY by_authority ON hub.decisions
@@ -140,22 +155,24 @@ CREATE POLICY sink ON hub.concerns TO hub_store USING (true) WITH CHECK (true);
 CREATE POLICY sink ON hub.concern_history TO hub_store USING (true) WITH CHECK (true);
 CREATE POLICY sink ON hub.alert_flags TO hub_store USING (true) WITH CHECK (true);
 CREATE POLICY sink ON hub.evidence TO hub_store USING (true) WITH CHECK (true);
+CREATE POLICY sink ON hub.evidence_children TO hub_store USING (true) WITH CHECK (true);
 CREATE POLICY sink ON hub.children TO hub_store USING (true) WITH CHECK (true);
 CREATE POLICY sink ON hub.decisions TO hub_store USING (true) WITH CHECK (true);
 ALTER TABLE hub.concerns ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hub.concern_history ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hub.alert_flags ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hub.evidence ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hub.evidence_children ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hub.children ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hub.decisions ENABLE ROW LEVEL SECURITY;
 
-GRANT SELECT, INSERT, UPDATE ON hub.concerns, hub.concern_history, hub.evidence TO hub_store;
+GRANT SELECT, INSERT, UPDATE ON hub.concerns, hub.concern_history, hub.evidence, hub.evidence_children TO hub_store;
 GRANT USAGE ON SEQUENCE hub.concern_history_id_seq TO hub_store;
 GRANT SELECT ON hub.authorities TO hub_store;
 GRANT EXECUTE ON FUNCTION hub.sees_every_authority(), hub.my_authorities() TO hub_store;
 
 GRANT USAGE ON SCHEMA hub, audit TO hub_practitioner, hub_analyst;
-GRANT SELECT ON hub.concerns, hub.concern_history, hub.alert_flags, hub.evidence, hub.children,
+GRANT SELECT ON hub.concerns, hub.concern_history, hub.alert_flags, hub.evidence, hub.evidence_children, hub.children,
       hub.decisions, hub.authorities TO hub_practitioner, hub_analyst;
 -- Triage: a person changes a concern's status and owner, never what the pipeline wrote (the
 -- policies above also check the row is of an authority the person may see).
@@ -179,7 +196,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, hub AS $$
         WHEN 'child' THEN coalesce(
             (SELECT authority FROM hub.children WHERE child_key = p_key),
             (SELECT authority FROM hub.concerns WHERE subject_kind = 'child' AND subject = p_key LIMIT 1),
-            (SELECT authority FROM hub.evidence WHERE children @> ARRAY[p_key] LIMIT 1))
+            (SELECT authority FROM hub.evidence_children WHERE child_key = p_key LIMIT 1))
     END
 $$;
 REVOKE ALL ON FUNCTION hub.authority_of(text, text) FROM PUBLIC;
