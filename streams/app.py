@@ -19,7 +19,7 @@ import msgspec
 import schemas
 from hubstream import topics as catalogue
 from hubstream.deadletter import dead_letter_key, encode_dead_letter
-from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENT_TO_ALERT_SECONDS
+from hubstream.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENT_TO_ALERT_SECONDS, POISONED
 from hubstream.protect import pseudonym
 from hubstream.serde import serde_for
 from hubstream.settings import load
@@ -227,3 +227,4 @@ def prepare() -> None:
     for name in (MISSING, *INTELLIGENCE, DECISIONS, HOTSPOT_OBSERVATIONS, ASSOCIATION_LINKS):
         for stage in ("decode", "process"):
             DEAD_LETTERS.labels(topic=name, stage=stage)  # at 0 from the start, so a first one shows
+        POISONED.labels(topic=name)

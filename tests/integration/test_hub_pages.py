@@ -208,6 +208,7 @@ def test_another_authority_is_refused_the_child_and_the_auditor_reads_the_log(
     accessible(county, "refused")
     county.get(app.url(f"/children/{CITY_CHILD}/nothing-here"))
     assert heading(county) == "Page not found"
+    accessible(county, "not found")
 
     auditor = open_browser()
     sign_in(auditor, app, "auditor", "/access-log")
