@@ -35,6 +35,7 @@ from .runner import (
     StackError,
     _write_private,
     ensure_port_free,
+    fetch_with_maven,
     file_digest,
     group_rss_mib,
     java_home_at_least,
@@ -48,7 +49,6 @@ from .runner import (
     say,
     spawn,
     stop_pid,
-    unpack,
     wait_until,
 )
 
@@ -596,25 +596,8 @@ class Keycloak:
         mvn = mvn_bin(self.name)
         started = time.monotonic()
         say(self.name, f"fetching Keycloak with Maven into {self.dist} ...", end=" ")
-        download = self.root / "download"
-        for path in (download, self.dist):
-            remove(path)
-        download.mkdir(parents=True)
-        try:
-            run(
-                self.name,
-                [mvn, "-q", "-B", "-f", self.pom, "dependency:copy", f"-DoutputDirectory={download}"],
-            )
-            archives = sorted(download.glob("*.zip"))
-            if not archives:
-                raise StackError(self.name, f"Maven fetched no zip into {download}")
-            self.dist.mkdir()
-            unpack(self.name, archives[0], self.dist)
-            home = self.home()
-        except StackError:
-            print("failed", flush=True)
-            raise
-        remove(download)
+        fetch_with_maven(self.name, mvn, self.pom, self.root, self.dist, self.home)
+        home = self.home()
         print(f"done in {time.monotonic() - started:.1f}s", flush=True)
         started = time.monotonic()
         say(self.name, f"building the server (kc.sh build {' '.join(BUILD_OPTIONS)}) ...", end=" ")

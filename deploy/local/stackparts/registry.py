@@ -17,6 +17,7 @@ from .runner import (
     Config,
     StackError,
     ensure_port_free,
+    fetch_with_maven,
     file_digest,
     java_bin,
     mvn_bin,
@@ -25,11 +26,9 @@ from .runner import (
     read_pid,
     remove,
     rss_mib,
-    run,
     say,
     spawn,
     stop_pid,
-    unpack,
     wait_until,
 )
 
@@ -93,29 +92,7 @@ class Registry:
         mvn = mvn_bin(self.name)
         started = time.monotonic()
         say(self.name, f"fetching Apicurio Registry with Maven into {self.dist} ...", end=" ")
-        download = self.root / "download"
-        for path in (download, self.dist):
-            remove(path)
-        download.mkdir(parents=True)
-        try:
-            run(
-                self.name,
-                [mvn, "-q", "-B", "-f", self.pom, "dependency:copy", f"-DoutputDirectory={download}"],
-            )
-        except StackError:
-            print("failed", flush=True)
-            raise
-        archives = sorted(download.glob("*.tar.gz")) + sorted(download.glob("*.zip"))
-        if not archives:
-            raise StackError(self.name, f"Maven fetched no archive into {download}")
-        self.dist.mkdir()
-        try:
-            unpack(self.name, archives[0], self.dist)
-            self.runner()
-        except StackError:
-            print("failed", flush=True)
-            raise
-        remove(download)
+        fetch_with_maven(self.name, mvn, self.pom, self.root, self.dist, self.runner)
         self.marker_file.write_text(file_digest(self.pom) + "\n")
         print(f"done in {time.monotonic() - started:.1f}s", flush=True)
 

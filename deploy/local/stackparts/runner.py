@@ -426,6 +426,29 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
+def fetch_with_maven(
+    part: str, mvn: str, pom: Path, root: Path, dist: Path, check: Callable[[], object] = lambda: None
+) -> None:
+    """The archive ``pom`` names (`mvn dependency:copy`), unpacked into ``dist`` and ``check``ed,
+    both made anew. On failure it ends the caller's progress line with "failed" and raises."""
+    download = root / "download"
+    for path in (download, dist):
+        remove(path)
+    download.mkdir(parents=True)
+    try:
+        run(part, [mvn, "-q", "-B", "-f", pom, "dependency:copy", f"-DoutputDirectory={download}"])
+        archives = sorted(download.glob("*.tar.gz")) + sorted(download.glob("*.zip"))
+        if not archives:
+            raise StackError(part, f"Maven fetched no archive into {download}")
+        dist.mkdir()
+        unpack(part, archives[0], dist)
+        check()
+    except StackError:
+        print("failed", flush=True)
+        raise
+    remove(download)
+
+
 def unpack(part: str, archive_path: Path, target: Path) -> None:
     """Extract a .tar.gz or .zip, refusing members that would land outside target."""
     root = target.resolve()
