@@ -190,30 +190,43 @@ def move_the_group_on(pipeline: Pipeline) -> None:
     other.close()
 
 
+class StaleGeneration:
+    """Hands ``engine``, once, the group metadata it had before the group moved on: the next
+    offsets it sends are refused (ILLEGAL_GENERATION). ``on_handed`` runs as it is handed."""
+
+    def __init__(self, engine: Engine, on_handed: Callable[[], None] = lambda: None) -> None:
+        self.real = engine._group_metadata
+        self.on_handed = on_handed
+        self.stale: Any = None
+        self.handed = threading.Event()
+        engine._group_metadata = self._metadata  # type: ignore[method-assign]
+
+    def _metadata(self) -> Any:
+        if self.stale is not None and not self.handed.is_set():
+            self.on_handed()
+            self.handed.set()
+            return self.stale
+        return self.real()
+
+    def move_the_group_on(self, pipeline: Pipeline) -> None:
+        before = self.real()
+        move_the_group_on(pipeline)
+        self.stale = before
+
+
 def test_offsets_refused_for_a_generation_the_group_has_left_are_handled_again(ns: Namespace) -> None:
     """A commit racing a rebalance is refused by the broker (ILLEGAL_GENERATION): the worker
     aborts, reads back what was committed, and carries on; nothing is lost or sent twice."""
     pipeline = Pipeline(ns, "engine-generation")
     engine = pipeline.engine()
-    real = engine._group_metadata
-    stale: list[Any] = []
-    handed_stale = threading.Event()
-
-    def metadata() -> Any:
-        if stale and not handed_stale.is_set():
-            handed_stale.set()
-            return stale[0]
-        return real()
-
-    engine._group_metadata = metadata  # type: ignore[method-assign]
+    stale = StaleGeneration(engine)
     thread = threading.Thread(target=engine.run, kwargs={"install_signal_handlers": False})
     thread.start()
     try:
         deadline = time.monotonic() + 60
         while len(pipeline.committed(pipeline.output)) < EVENTS and time.monotonic() < deadline:
             time.sleep(0.5)
-        stale.append(real())
-        move_the_group_on(pipeline)
+        stale.move_the_group_on(pipeline)
         producer = Producer(pipeline.config)
         for n in range(EVENTS, 2 * EVENTS):
             producer.produce(pipeline.source, str(n).encode(), f"k{n % 4}".encode(), partition=n % 2)
@@ -224,7 +237,7 @@ def test_offsets_refused_for_a_generation_the_group_has_left_are_handled_again(n
     finally:
         engine.stop()
         thread.join(60)
-    assert handed_stale.is_set()
+    assert stale.handed.is_set()
     assert not engine.failed  # rewound, not stopped
     outputs = sorted(int(v) for _, v in pipeline.committed(pipeline.output) if v)
     assert outputs == list(range(2 * EVENTS))
@@ -348,26 +361,15 @@ def test_a_transaction_of_timer_outputs_alone_is_checked_against_the_group(ns: N
             batch.send(pipeline.output, b"timer", f"timer-{ticks[-1]}".encode())
 
     engine = pipeline.engine(tick=tick, tick_every_s=0.3)
-    real = engine._group_metadata
-    stale: list[Any] = []
     refused: list[int] = []
-
-    def metadata() -> Any:
-        if stale and not refused:
-            refused.append(ticks[-1])  # the tick whose transaction this is
-            return stale[0]
-        return real()
-
-    engine._group_metadata = metadata  # type: ignore[method-assign]
+    stale = StaleGeneration(engine, lambda: refused.append(ticks[-1]))  # the tick whose transaction it is
     thread = threading.Thread(target=engine.run, kwargs={"install_signal_handlers": False})
     thread.start()
     try:
         deadline = time.monotonic() + 60
         while len(pipeline.committed(pipeline.output)) < EVENTS and time.monotonic() < deadline:
             time.sleep(0.5)
-        before = real()
-        move_the_group_on(pipeline)
-        stale.append(before)
+        stale.move_the_group_on(pipeline)
         deadline = time.monotonic() + 30
         while not (refused and ticks[-1] > refused[0] + 3) and time.monotonic() < deadline:
             time.sleep(0.2)
