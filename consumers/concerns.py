@@ -16,9 +16,10 @@ Pure functions over values: the hub sink and the web application apply them in P
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
+from typing import Any
 
 STATUSES = ("new", "acknowledged", "actioned", "closed")
 SEVERITIES = ("low", "medium", "high")
@@ -72,6 +73,18 @@ class Concern:
     alert_count: int
     evidence: tuple[str, ...]
     latest_evidence_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Concern:
+        """A concern as hub.concerns holds it (the columns are COLUMNS; evidence an array)."""
+        return cls(**{**{name: row[name] for name in COLUMNS}, "evidence": tuple(row["evidence"])})
+
+    def to_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COLUMNS} | {"evidence": list(self.evidence)}
+
+
+# hub.concerns' columns that a Concern is made of, in the order of its fields.
+COLUMNS = tuple(f.name for f in fields(Concern))
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,25 +235,6 @@ def write_evidence(cur: db.Cursor, events: Sequence[Decoded]) -> None:
     )
 
 
-CONCERN_COLUMNS = (
-    "concern_id",
-    "rule",
-    "subject_kind",
-    "subject",
-    "authority",
-    "severity",
-    "status",
-    "owner",
-    "opened_at",
-    "last_change_at",
-    "closed_at",
-    "close_reason",
-    "alert_count",
-    "evidence",
-    "latest_evidence_at",
-)
-
-
 def _concern_in(a: dict[str, Any], rule: str) -> concerns.AlertIn:
     return concerns.AlertIn(
         alert_id=a["alert_id"],
@@ -286,25 +267,22 @@ def write_concerns(cur: db.Cursor, alerts: Sequence[dict[str, Any]]) -> None:
     ]
     ids = sorted({concerns.concern_id(a.rule, a.subject_kind, a.subject) for a in incoming})
     cur.execute(
-        f"SELECT {', '.join(CONCERN_COLUMNS)} FROM hub.concerns WHERE concern_id = ANY(%s)"
+        f"SELECT {', '.join(concerns.COLUMNS)} FROM hub.concerns WHERE concern_id = ANY(%s)"
         " ORDER BY concern_id FOR UPDATE",
         (ids,),
     )
-    held = {}
-    for row in cur.fetchall():
-        fields = dict(zip(CONCERN_COLUMNS, row, strict=True))
-        held[row[0]] = concerns.Concern(**{**fields, "evidence": tuple(fields["evidence"])})
+    held = {
+        row[0]: concerns.Concern.from_row(dict(zip(concerns.COLUMNS, row, strict=True)))
+        for row in cur.fetchall()
+    }
     now = datetime.now(UTC)
     changed, history = concerns.fold_all(held, incoming, actor=ACTOR, now=now)
-    rows = [
-        {name: getattr(c, name) for name in CONCERN_COLUMNS} | {"evidence": list(c.evidence)}
-        for c in changed.values()
-    ]
+    rows = [c.to_row() for c in changed.values()]
     cur.execute(
-        f"INSERT INTO hub.concerns ({', '.join(CONCERN_COLUMNS)})"
-        f" SELECT {', '.join(CONCERN_COLUMNS)} FROM json_populate_recordset(NULL::hub.concerns, %s)"
+        f"INSERT INTO hub.concerns ({', '.join(concerns.COLUMNS)})"
+        f" SELECT {', '.join(concerns.COLUMNS)} FROM json_populate_recordset(NULL::hub.concerns, %s)"
         " ON CONFLICT (concern_id) DO UPDATE SET "
-        + ", ".join(f"{c} = EXCLUDED.{c}" for c in CONCERN_COLUMNS[5:]),
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in concerns.COLUMNS[5:]),
         (json.dumps(rows, default=_iso),),
     )
     authority = {c.concern_id: c.authority for c in changed.values()}

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any, NoReturn
 
 import psycopg2.pool
 from psycopg2 import sql
 
 from consumers import concerns, db
-from streams.config import load_rule_config
+from streams.config import RuleConfig, load_rule_config
 from web.people import NotAllowed, User
 
 PAGE_SIZE = 25
@@ -134,24 +135,16 @@ def concern(cur: db.Cursor, concern_id: str) -> dict[str, Any] | None:
     return row
 
 
-def _concern_value(row: dict[str, Any]) -> concerns.Concern:
-    return concerns.Concern(
-        **{name: row[name] for name in concerns.Concern.__dataclass_fields__ if name != "evidence"},
-        evidence=tuple(row["evidence"]),
-    )
-
-
 def triage(cur: db.Cursor, user: User, concern_id: str, action: str, **fields: str | None) -> concerns.Change:
     """Apply a person's triage action (row locked); raises TriageError, NotAllowed or LookupError."""
     found = db.fetch_dicts(
         cur,
-        f"SELECT {', '.join(concerns.Concern.__dataclass_fields__)} FROM hub.concerns"
-        " WHERE concern_id = %s FOR UPDATE",
+        f"SELECT {', '.join(concerns.COLUMNS)} FROM hub.concerns WHERE concern_id = %s FOR UPDATE",
         (concern_id,),
     )
     if not found:
         refuse_or_not_found(cur, "concern", concern_id)
-    before = _concern_value(found[0])
+    before = concerns.Concern.from_row(found[0])
     after, change = concerns.triage(before, action, actor=user.username, now=datetime.now(UTC), **fields)
     cur.execute(
         "UPDATE hub.concerns SET status = %s, owner = %s, last_change_at = %s, closed_at = %s,"
@@ -188,8 +181,10 @@ def child(cur: db.Cursor, child_key: str) -> dict[str, Any] | None:
     """A child's record on the tracker and chronology across agencies; None if none is visible."""
     tracker = db.fetch_dicts(cur, "SELECT * FROM hub.children WHERE child_key = %s", (child_key,))
     evidence = db.fetch_dicts(
-        cur, "SELECT e.* FROM hub.evidence_children c JOIN hub.evidence e USING (event_id)"
-        " WHERE c.child_key = %s ORDER BY e.occurred_at DESC", (child_key,)
+        cur,
+        "SELECT e.* FROM hub.evidence_children c JOIN hub.evidence e USING (event_id)"
+        " WHERE c.child_key = %s ORDER BY e.occurred_at DESC",
+        (child_key,),
     )
     concerns_ = db.fetch_dicts(
         cur,
@@ -227,7 +222,13 @@ def child(cur: db.Cursor, child_key: str) -> dict[str, Any] | None:
 
 def _interview_hours(area: str) -> int:
     """The return-interview deadline of ``area``, as the worker applies it (HUBSTREAM_RULES_FILE)."""
-    return load_rule_config().return_interview.for_area(area).hours
+    return _rule_config().return_interview.for_area(area).hours
+
+
+@cache
+def _rule_config() -> RuleConfig:
+    """Read once per process, as the worker reads it: not a file read per episode of every page."""
+    return load_rule_config()
 
 
 def health(cur: db.Cursor, nhs_number: str | None) -> dict[str, Any]:
